@@ -5,7 +5,6 @@ stage output's md5 from ``dvc.lock`` as its data version. The Great Expectations
 blocking asset checks: a failure stops every asset downstream.
 """
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -114,7 +114,8 @@ def test_string_asset_selection_parses():
 
 
 def test_failed_gate_blocks_downstream(tmp_path):
-    """A corrupt image in the raw data fails `image_files`; curation must not run."""
+    """A truncated image (header intact, pixels cut) passes ingest but fails `image_files`;
+    curation must not run."""
     root = make_scratch_repo(tmp_path / "repo")
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["data"]["ci"]["quality"]["decode_sample"] = 100_000  # open every image
@@ -122,7 +123,8 @@ def test_failed_gate_blocks_downstream(tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     assert _run_data_job(root, instance, asset_selection=[dg.AssetKey("raw_sources")]).success
     victim = sorted((root / "data/ci/raw/images").rglob("*.png"))[0]
-    victim.write_bytes(b"not a png")
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) * 2 // 3])
     result = _run_data_job(
         root, instance, asset_selection=[dg.AssetKey("image_manifest"), dg.AssetKey("curated_dataset")],
         raise_on_error=False,
