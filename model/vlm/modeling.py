@@ -1,0 +1,704 @@
+"""The XMed vision-language model: an HF-native LLaVA/InternVL-style composition.
+
+``XMedVLMForConditionalGeneration`` = vision tower -> MLP projector -> causal LM, plus an optional
+Whisper encoder -> audio projector. It is a ``PreTrainedModel`` + ``GenerationMixin``, saved and
+loaded with ``save_pretrained``/``from_pretrained`` (safetensors) and registered with
+``AutoConfig``, ``AutoModelForImageTextToText`` and ``AutoModelForCausalLM`` (importing this module
+registers it), so a tiny model trained here and a real checkpoint go through the same code path.
+
+Spatial inductive bias (a plain tiny LLaVA with learned position embeddings stays near the
+constant-box IoU on localisation):
+
+* the vision tower's convolutional stem keeps a spatial grid (64x64 pixels -> 8x8 tokens);
+* FIXED 2D sin-cos position embeddings (MAE, https://arxiv.org/abs/2111.06377) are added to the
+  grid tokens before a few transformer encoder layers;
+* every integer 0..1000 is one token of the tokenizer and :func:`init_coordinate_embeddings`
+  initialises those rows from sin-cos features of ``v / 1000``, so neighbouring coordinates start
+  close.
+
+Sequence layout: the processor expands every ``<image>`` into ``num_image_tokens`` copies (and
+``<audio>`` into ``num_audio_tokens``); :meth:`XMedVLMForConditionalGeneration.forward` replaces
+the embeddings at those positions with the projected vision (audio) tokens, images in order.
+``pixel_values`` is ``(total_images, 3, H, W)`` for the batch; ``image_counts[b]`` says how many
+of them belong to row ``b`` (default: one per row).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    GenerationMixin,
+    PreTrainedModel,
+)
+from transformers import initialization as init
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.models.llama import LlamaConfig
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+from model.vlm.audio import AudioProjector, tiny_whisper_config
+from model.vlm.configuration import XMedVisionConfig, XMedVLMConfig
+
+__all__ = [
+    "XMedVLMForConditionalGeneration",
+    "XMedVLMPreTrainedModel",
+    "XMedVisionTower",
+    "build_tiny_vlm",
+    "build_tiny_vlm_for_tokenizer",
+    "coordinate_features",
+    "count_parameters",
+    "freeze",
+    "init_coordinate_embeddings",
+    "read_architecture",
+    "sincos_2d",
+    "trainable_parameter_names",
+]
+
+#: Parameter groups of :func:`freeze` and :func:`count_parameters` -> module attribute names.
+PARAMETER_GROUPS: dict[str, tuple[str, ...]] = {
+    "vision": ("vision_tower",),
+    "projector": ("projector",),
+    "llm": ("language_model",),
+    "audio": ("audio_encoder", "audio_projector"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# vision tower
+# ---------------------------------------------------------------------------------------------
+
+
+def sincos_2d(grid: int, dim: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Fixed 2D sin-cos position embeddings, ``(grid * grid, dim)``, row-major (y, then x).
+
+    The first half of the channels encodes the row, the second half the column, each with the
+    1D transformer encoding ``[sin(p * w_k), cos(p * w_k)]``, ``w_k = 10000 ** (-k / (dim / 4))``
+    (MAE's ``get_2d_sincos_pos_embed``).
+    """
+    if dim % 4:
+        raise ValueError(f"sincos_2d needs dim divisible by 4, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, device=device, dtype=torch.float64) / (dim // 4))
+    pos = torch.arange(grid, device=device, dtype=torch.float64)
+    ang = pos[:, None] * omega[None, :]  # (grid, dim/4)
+    one_d = torch.cat([ang.sin(), ang.cos()], dim=1)  # (grid, dim/2)
+    rows = one_d[:, None, :].expand(grid, grid, dim // 2)
+    cols = one_d[None, :, :].expand(grid, grid, dim // 2)
+    return torch.cat([rows, cols], dim=-1).reshape(grid * grid, dim).to(dtype)
+
+
+class XMedVisionTower(nn.Module):
+    """Conv stem keeping a spatial grid + fixed 2D sin-cos positions + transformer encoder layers.
+
+    ``(N, C, H, W) -> (N, grid_size**2, hidden_size)``; tokens are in row-major grid order.
+    """
+
+    def __init__(self, config: XMedVisionConfig) -> None:
+        super().__init__()
+        self.config = config
+        stages: list[nn.Module] = []
+        c_in = config.in_channels
+        for c_out in config.stem_channels:
+            stages += [nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1), nn.GELU()]
+            c_in = c_out
+        stages.append(nn.Conv2d(c_in, config.hidden_size, kernel_size=1))
+        self.stem = nn.Sequential(*stages)
+        self.pre_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                config.hidden_size,
+                config.num_attention_heads,
+                dim_feedforward=config.intermediate_size,
+                dropout=0.0,
+                activation="gelu",
+                layer_norm_eps=config.layer_norm_eps,
+                batch_first=True,
+                norm_first=True,
+            )
+            for _ in range(config.num_hidden_layers)
+        )
+        self.post_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Encode images into grid tokens."""
+        x = self.stem(pixel_values).flatten(2).transpose(1, 2)  # (N, grid*grid, D)
+        pos = sincos_2d(self.config.grid_size, self.config.hidden_size, device=x.device, dtype=x.dtype)
+        x = self.pre_norm(x) + pos
+        for layer in self.layers:
+            x = layer(x)
+        return self.post_norm(x)
+
+
+def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+    """InternVL's ``mlp1``: LayerNorm -> Linear -> GELU -> Linear."""
+    return nn.Sequential(
+        nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the composite model
+# ---------------------------------------------------------------------------------------------
+
+
+class XMedVLMPreTrainedModel(PreTrainedModel):
+    """Weight initialisation and HF class attributes shared by the XMed VLM classes."""
+
+    config_class = XMedVLMConfig
+    config: XMedVLMConfig
+    base_model_prefix = ""
+    main_input_name = "input_ids"
+    input_modalities = ("image", "text", "audio")
+    supports_gradient_checkpointing = False
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Kaiming for the conv stem, HF defaults (normal 0.02, unit norms) for the rest."""
+        if isinstance(module, nn.Conv2d):
+            init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
+
+
+class XMedVLMForConditionalGeneration(XMedVLMPreTrainedModel, GenerationMixin):
+    """Vision tower + projector + causal LM (+ optional Whisper encoder + audio projector).
+
+    Args:
+        config: the composite :class:`~model.vlm.configuration.XMedVLMConfig`.
+    """
+
+    def __init__(self, config: XMedVLMConfig) -> None:
+        super().__init__(config)
+        vis, txt = config.vision_config, config.text_config
+        self.vision_tower = XMedVisionTower(vis)
+        self.projector = _mlp(vis.hidden_size, config.projector_hidden_size, txt.hidden_size)
+        self.language_model = AutoModelForCausalLM.from_config(txt)
+        if config.audio_config is not None:
+            self.audio_encoder = WhisperEncoder(config.audio_config)
+            self.audio_projector = AudioProjector(
+                config.audio_config.d_model,
+                config.audio_projector_hidden_size,
+                txt.hidden_size,
+                config.audio_pool,
+            )
+        else:
+            self.audio_encoder = None
+            self.audio_projector = None
+        self.post_init()
+
+    # -- embeddings (so resize_token_embeddings, tying and generation work) ------------------
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_output_embeddings(value)
+
+    # -- modality encoders ---------------------------------------------------------------------
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` -> projected vision tokens ``(N, num_image_tokens, text_hidden)``."""
+        return self.projector(self.vision_tower(pixel_values))
+
+    def get_audio_features(self, input_features: torch.Tensor) -> torch.Tensor:
+        """``(A, mel, frames)`` log-mel -> projected audio tokens ``(A, num_audio_tokens, text_hidden)``."""
+        if self.audio_encoder is None:
+            raise ValueError(
+                "this model has no audio encoder (audio_config is None); build it with with_audio=True"
+            )
+        frames = self.audio_encoder(input_features=input_features).last_hidden_state
+        return self.audio_projector(frames)
+
+    def _merge(
+        self,
+        input_ids: torch.Tensor,
+        embeds: torch.Tensor,
+        features: torch.Tensor,
+        counts: torch.Tensor | None,
+        token_id: int | None,
+        name: str,
+    ) -> torch.Tensor:
+        """Write ``features`` (items, tokens, D) over the embeddings of the placeholder tokens."""
+        if token_id is None:
+            raise ValueError(f"config.{name}_token_id is not set; cannot place {name} features")
+        mask = input_ids == token_id
+        per_item = features.shape[1]
+        if counts is not None:
+            if int(counts.sum()) != features.shape[0]:
+                raise ValueError(
+                    f"{name}_counts sums to {int(counts.sum())} but {features.shape[0]} {name}s were given"
+                )
+            expected = counts.to(mask.device) * per_item
+            if not torch.equal(mask.sum(dim=1), expected):
+                raise ValueError(
+                    f"<{name}> placeholder tokens per row {mask.sum(dim=1).tolist()} != "
+                    f"{name}_counts x {per_item} "
+                    f"= {expected.tolist()}; expand each <{name}> with XMedProcessor"
+                )
+        if int(mask.sum()) != features.shape[0] * per_item:
+            raise ValueError(
+                f"found {int(mask.sum())} <{name}> placeholder tokens in input_ids but "
+                f"{features.shape[0]} {name}s x "
+                f"{per_item} tokens; expand each <{name}> with XMedProcessor"
+            )
+        flat = features.reshape(-1, features.shape[-1]).to(embeds.dtype)
+        return embeds.masked_scatter(mask.unsqueeze(-1), flat)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_counts: torch.LongTensor | None = None,
+        input_features: torch.Tensor | None = None,
+        audio_counts: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        cache=None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        loss_only: bool = False,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """Embed text, splice in vision/audio tokens, run the causal LM.
+
+        Args:
+            input_ids: ``(B, L)`` token ids with expanded ``<image>``/``<audio>`` placeholders.
+            attention_mask: ``(B, L)``, 1 = real token.
+            position_ids: optional explicit positions.
+            pixel_values: ``(total_images, 3, H, W)`` in [-1, 1], images in row order.
+            image_counts: ``(B,)`` images per row; None means one image per row (or all rows
+                share the flat list; only the total is checked).
+            input_features: ``(total_clips, mel, frames)`` log-mel features.
+            audio_counts: ``(B,)`` audio clips per row.
+            labels: ``(B, L)`` targets, -100 = ignored; the loss is next-token cross-entropy
+                (labels are shifted inside the LM).
+            cache: the KV cache (``past_key_values`` is accepted as an alias).
+            past_key_values: alias of ``cache``.
+            inputs_embeds: precomputed embeddings (then no media is spliced in).
+            use_cache: return the KV cache.
+            logits_to_keep: compute logits for the last ``n`` positions only (0 = all).
+            loss_only: with ``labels``, apply the LM head only at supervised positions and return
+                ``logits=None``: the same loss for a fraction of the head's compute (training).
+            **kwargs: forwarded to the LM (attention kwargs, ``num_items_in_batch``, ...).
+
+        Returns:
+            ``CausalLMOutputWithPast`` with ``loss`` (if labels), ``logits`` and ``cache``.
+
+        Raises:
+            ValueError: placeholder counts do not match the media given.
+        """
+        cache = cache if cache is not None else past_key_values
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("pass input_ids or inputs_embeds")
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+            prefill = cache is None or cache.get_seq_length() == 0
+            media = (
+                (pixel_values, image_counts, self.config.image_token_id, "image", self.get_image_features),
+                (input_features, audio_counts, self.config.audio_token_id, "audio", self.get_audio_features),
+            )
+            for items, counts, token_id, name, encode in media:
+                if items is not None and items.shape[0] > 0:
+                    inputs_embeds = self._merge(
+                        input_ids, inputs_embeds, encode(items), counts, token_id, name
+                    )
+                elif prefill and token_id is not None and bool((input_ids == token_id).any()):
+                    raise ValueError(
+                        f"input_ids contain <{name}> placeholders but no {name} inputs were given"
+                    )
+        if labels is not None and use_cache is None:
+            use_cache = False  # training / scoring: no KV cache to build
+        if loss_only:
+            if labels is None:
+                raise ValueError("loss_only=True needs labels")
+            return self._supervised_loss(inputs_embeds, attention_mask, position_ids, labels, **kwargs)
+        return self.language_model(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
+
+    def _supervised_loss(
+        self, inputs_embeds, attention_mask, position_ids, labels, **kwargs
+    ) -> CausalLMOutputWithPast:
+        """Mean next-token cross-entropy over labels != -100, the head applied at those positions only."""
+        lm = self.language_model
+        hidden = lm.base_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+        ).last_hidden_state
+        targets = labels[:, 1:]
+        keep = targets != -100
+        logits = lm.get_output_embeddings()(hidden[:, :-1][keep]).float()
+        total = nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
+        denom = kwargs.get("num_items_in_batch") or keep.sum().clamp(min=1)
+        return CausalLMOutputWithPast(loss=total / denom, logits=None)
+
+    # -- generation ----------------------------------------------------------------------------
+    _MEDIA_KEYS = ("pixel_values", "image_counts", "input_features", "audio_counts")
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        cache=None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_counts: torch.LongTensor | None = None,
+        input_features: torch.Tensor | None = None,
+        audio_counts: torch.LongTensor | None = None,
+        is_first_iteration: bool | None = False,
+        **kwargs,
+    ) -> dict:
+        """Media (pixels, log-mels and their counts) go in at the prefill step only when caching.
+
+        After the first step the KV cache already holds the image/audio positions and
+        ``input_ids`` is just the newest token, so re-encoding media would be wrong as well as
+        wasteful. Without a cache the whole sequence is re-run and media are passed every step.
+        """
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids,
+            cache=cache,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            is_first_iteration=is_first_iteration,
+            **kwargs,
+        )
+        if is_first_iteration or not kwargs.get("use_cache", True):
+            media = {
+                "pixel_values": pixel_values,
+                "image_counts": image_counts,
+                "input_features": input_features,
+                "audio_counts": audio_counts,
+            }
+            model_inputs.update({k: v for k, v in media.items() if v is not None})
+        return model_inputs
+
+    def _expand_inputs_for_generation(
+        self, expand_size: int = 1, is_encoder_decoder: bool = False, input_ids=None, **model_kwargs
+    ):
+        """``num_return_sequences``: repeat each row's OWN images/clips ``expand_size`` times.
+
+        The generic implementation repeat-interleaves every tensor along dim 0, which is wrong for
+        the flat ``pixel_values`` of multi-image rows (it would give ``[i0, i0, i1, i1]`` for a
+        row that needs ``[i0, i1]`` twice).
+        """
+        media = {k: model_kwargs.pop(k, None) for k in self._MEDIA_KEYS}
+        batch = input_ids.shape[0] if input_ids is not None else None
+        input_ids, model_kwargs = super()._expand_inputs_for_generation(
+            expand_size=expand_size,
+            is_encoder_decoder=is_encoder_decoder,
+            input_ids=input_ids,
+            **model_kwargs,
+        )
+        if expand_size > 1:
+            for items, counts in (("pixel_values", "image_counts"), ("input_features", "audio_counts")):
+                media[items], media[counts] = _repeat_rows(media[items], media[counts], expand_size, batch)
+        model_kwargs.update({k: v for k, v in media.items() if v is not None})
+        return input_ids, model_kwargs
+
+
+def _repeat_rows(items, counts, n: int, batch: int | None):
+    """Repeat each row's chunk of ``items`` (split by ``counts``) ``n`` times, rows in order."""
+    if items is None:
+        return None, (counts.repeat_interleave(n) if counts is not None else None)
+    if counts is None:
+        if batch is not None and items.shape[0] != batch:
+            raise ValueError(f"{items.shape[0]} media items for {batch} rows: pass image_counts/audio_counts")
+        counts = torch.ones(items.shape[0], dtype=torch.long, device=items.device)
+    chunks = items.split(counts.tolist())
+    out = torch.cat([c for c in chunks for _ in range(n)], dim=0)
+    return out, counts.repeat_interleave(n)
+
+
+# ---------------------------------------------------------------------------------------------
+# coordinate tokens, builder, freezing
+# ---------------------------------------------------------------------------------------------
+
+
+def coordinate_features(values: torch.Tensor, dim: int, *, max_value: int = 1000, min_period: float = 16.0):
+    """Smooth sin-cos features of ``values / max_value``, ``(n, dim)``, RMS 1 per element.
+
+    Angular frequencies ``w_k = pi * r**k`` rise geometrically from ``pi`` (half a cycle over the
+    whole range: monotone, separates far values) to ``2 * pi * max_value / min_period`` (one
+    cycle every ``min_period`` coordinate units, about a pixel of a 64-pixel image), so features
+    of neighbouring coordinates are close and distant coordinates are distinguishable.
+    """
+    half = dim // 2
+    u = values.double()[:, None] / max_value
+    top = 2 * max_value / min_period  # in units of pi
+    w = math.pi * top ** (torch.arange(half, dtype=torch.float64) / max(half - 1, 1))
+    feats = torch.cat([torch.sin(u * w), torch.cos(u * w)], dim=1) * math.sqrt(2.0)
+    if dim % 2:
+        feats = torch.cat([feats, torch.zeros(len(values), 1, dtype=feats.dtype)], dim=1)
+    return feats.float()
+
+
+@torch.no_grad()
+def init_coordinate_embeddings(model: PreTrainedModel, tokenizer, *, max_value: int = 1000) -> list[int]:
+    """Initialise the embeddings (and untied output rows) of coordinate tokens "0".."max_value".
+
+    Rows get :func:`coordinate_features` scaled to the text config's ``initializer_range``.
+
+    Args:
+        model: an :class:`XMedVLMForConditionalGeneration` (or any model with input embeddings).
+        tokenizer: a tokenizer in which every integer ``0..max_value`` is one token.
+
+    Returns:
+        The token ids of ``0..max_value``, in value order.
+
+    Raises:
+        ValueError: some integer is not a single token of ``tokenizer``.
+    """
+    ids = [tokenizer.convert_tokens_to_ids(str(v)) for v in range(max_value + 1)]
+    unk = getattr(tokenizer, "unk_token_id", None)
+    bad = [v for v, i in enumerate(ids) if i is None or i == unk]
+    if bad:
+        raise ValueError(
+            f"coordinate values {bad[:5]}... are not single tokens; train the tokenizer with train_tokenizer"
+        )
+    emb = model.get_input_embeddings().weight
+    std = getattr(model.config.get_text_config(), "initializer_range", 0.02)
+    feats = coordinate_features(torch.arange(max_value + 1), emb.shape[1], max_value=max_value) * std
+    index = torch.tensor(ids, device=emb.device)
+    emb[index] = feats.to(emb.device, emb.dtype)
+    out = model.get_output_embeddings()
+    if out is not None and out.weight.data_ptr() != emb.data_ptr():
+        out.weight[index] = feats.to(out.weight.device, out.weight.dtype)
+    return ids
+
+
+def build_tiny_vlm(
+    *,
+    vocab_size: int,
+    image_size: int,
+    grid: int,
+    vision_hidden: int,
+    vision_layers: int,
+    text_hidden: int,
+    text_layers: int,
+    heads: int,
+    intermediate: int,
+    max_positions: int,
+    image_token_id: int,
+    pad_token_id: int,
+    eos_token_id: int,
+    bos_token_id: int | None = None,
+    projector_hidden: int | None = None,
+    stem_channels: Sequence[int] | None = None,
+    with_audio: bool = False,
+    audio_token_id: int | None = None,
+    audio_hidden: int = 64,
+    audio_layers: int = 2,
+    audio_seconds: int = 6,
+    audio_pool: int = 6,
+    tie_word_embeddings: bool = False,
+    seed: int | None = None,
+) -> XMedVLMForConditionalGeneration:
+    """A randomly initialised tiny XMed VLM (Llama LM, conv+ViT vision tower, optional Whisper).
+
+    Args:
+        vocab_size: ``len(tokenizer)``.
+        image_size: input image side (pixels).
+        grid: vision token grid side (``image_size / grid`` must be a power of two).
+        vision_hidden: vision token width.
+        vision_layers: vision transformer layers.
+        text_hidden: LLM width.
+        text_layers: LLM decoder layers.
+        heads: attention heads (vision, LLM and audio encoder).
+        intermediate: LLM MLP width (the vision MLP uses ``2 * vision_hidden``).
+        max_positions: LLM context length.
+        image_token_id: id of ``<image>``.
+        pad_token_id: id of ``<pad>``.
+        eos_token_id: generation stop token (``<|im_end|>``).
+        bos_token_id: id of ``<s>`` (not prepended by the chat template).
+        projector_hidden: projector MLP width (default ``text_hidden``).
+        stem_channels: conv stage widths (default doubling from 16, capped at ``vision_hidden``).
+        with_audio: add a Whisper encoder and audio projector.
+        audio_token_id: id of ``<audio>`` (required with audio).
+        audio_hidden: Whisper encoder width.
+        audio_layers: Whisper encoder layers.
+        audio_seconds: audio clip length (``max_source_positions = 50 * seconds``).
+        audio_pool: encoder frames per audio token.
+        tie_word_embeddings: share the LLM input and output embeddings.
+        seed: seed the initialisation (the global RNG state is restored afterwards).
+    """
+    stages = round(math.log2(image_size / grid))
+    if stem_channels is None:
+        stem_channels = [min(vision_hidden, 16 * 2**i) for i in range(stages)]
+    text = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=text_hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=text_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_positions,
+        pad_token_id=pad_token_id,
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
+        tie_word_embeddings=tie_word_embeddings,
+    )
+    vision = XMedVisionConfig(
+        image_size=image_size,
+        stem_channels=list(stem_channels),
+        grid_size=grid,
+        hidden_size=vision_hidden,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * vision_hidden,
+    )
+    audio = None
+    if with_audio:
+        audio = tiny_whisper_config(
+            d_model=audio_hidden,
+            layers=audio_layers,
+            heads=heads,
+            ffn_dim=2 * audio_hidden,
+            seconds=audio_seconds,
+        )
+    config = XMedVLMConfig(
+        vision_config=vision,
+        text_config=text,
+        audio_config=audio,
+        projector_hidden_size=projector_hidden or text_hidden,
+        audio_projector_hidden_size=projector_hidden or text_hidden,
+        audio_pool=audio_pool,
+        image_token_id=image_token_id,
+        audio_token_id=audio_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = XMedVLMForConditionalGeneration(config)
+    gen = model.generation_config
+    gen.eos_token_id, gen.pad_token_id, gen.bos_token_id = eos_token_id, pad_token_id, bos_token_id
+    return model
+
+
+def build_tiny_vlm_for_tokenizer(
+    tokenizer, *, seed: int | None = None, **architecture
+) -> XMedVLMForConditionalGeneration:
+    """:func:`build_tiny_vlm` with the vocabulary size and token ids read from ``tokenizer``.
+
+    Coordinate-token embeddings are initialised with :func:`init_coordinate_embeddings`.
+
+    Args:
+        tokenizer: a tokenizer from :func:`model.tokenizer.train_tokenizer`.
+        seed: initialisation seed.
+        **architecture: the remaining :func:`build_tiny_vlm` arguments (e.g. the ``architecture``
+            block of ``model/configs/model/<profile>.yaml``, see :func:`read_architecture`).
+    """
+    ids = {
+        "image_token_id": tokenizer.convert_tokens_to_ids("<image>"),
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        "bos_token_id": tokenizer.bos_token_id,
+    }
+    if architecture.get("with_audio"):
+        ids["audio_token_id"] = tokenizer.convert_tokens_to_ids("<audio>")
+    model = build_tiny_vlm(vocab_size=len(tokenizer), seed=seed, **ids, **architecture)
+    init_coordinate_embeddings(model, tokenizer)
+    return model
+
+
+def read_architecture(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
+    """Read ``model/configs/model/<profile>.yaml``: the architecture kwargs and the tokenizer vocab size.
+
+    Raises:
+        ValueError: a section is missing, or ``architecture`` has keys that
+            :func:`build_tiny_vlm` does not take (or that come from the tokenizer).
+    """
+    with open(path, encoding="utf-8") as fh:
+        doc = yaml.safe_load(fh) or {}
+    arch, tok = doc.get("architecture"), doc.get("tokenizer")
+    if not isinstance(arch, dict) or not isinstance(tok, dict) or "vocab_size" not in tok:
+        raise ValueError(f"{path}: needs an 'architecture' mapping and 'tokenizer: {{vocab_size: N}}'")
+    allowed = set(inspect.signature(build_tiny_vlm).parameters) - _TOKENIZER_KWARGS
+    unknown = sorted(set(arch) - allowed)
+    if unknown:
+        raise ValueError(f"{path}: unknown architecture key(s) {unknown}; allowed: {sorted(allowed)}")
+    return arch, int(tok["vocab_size"])
+
+
+_TOKENIZER_KWARGS = {
+    "vocab_size",
+    "image_token_id",
+    "audio_token_id",
+    "pad_token_id",
+    "eos_token_id",
+    "bos_token_id",
+    "seed",
+}
+
+
+def _group_modules(model: nn.Module, group: str) -> list[nn.Module]:
+    return [m for name in PARAMETER_GROUPS[group] if (m := getattr(model, name, None)) is not None]
+
+
+def freeze(model: nn.Module, *, vision: bool, projector: bool, llm: bool, audio: bool) -> int:
+    """Set ``requires_grad`` per part: True freezes the part, False makes it trainable.
+
+    Parts: ``vision`` = vision tower, ``projector`` = vision projector, ``llm`` = language model
+    (embeddings and head included), ``audio`` = Whisper encoder + audio projector (ignored when
+    the model has none). Whisper's fixed position table stays frozen whatever ``audio`` says.
+
+    Returns:
+        The number of trainable parameters afterwards.
+    """
+    for group, frozen in (("vision", vision), ("projector", projector), ("llm", llm), ("audio", audio)):
+        for module in _group_modules(model, group):
+            module.requires_grad_(not frozen)
+    encoder = getattr(model, "audio_encoder", None)
+    if encoder is not None:
+        encoder.embed_positions.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def trainable_parameter_names(model: nn.Module) -> list[str]:
+    """Names of the parameters with ``requires_grad`` (tied parameters listed once)."""
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Parameter counts per part (``vision``, ``projector``, ``llm``, ``audio``) and ``total``.
+
+    Tied parameters are counted once.
+    """
+    out = {
+        g: sum(p.numel() for m in _group_modules(model, g) for p in m.parameters()) for g in PARAMETER_GROUPS
+    }
+    out["total"] = sum(p.numel() for p in model.parameters())
+    return out
+
+
+AutoConfig.register(XMedVLMConfig.model_type, XMedVLMConfig, exist_ok=True)
+AutoModelForImageTextToText.register(XMedVLMConfig, XMedVLMForConditionalGeneration, exist_ok=True)
+AutoModelForCausalLM.register(XMedVLMConfig, XMedVLMForConditionalGeneration, exist_ok=True)

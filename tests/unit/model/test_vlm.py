@@ -1,0 +1,313 @@
+"""Tests of the XMed VLM: config, vision tower, forward/loss, save/load, coordinates, freezing, processor."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoConfig, AutoModelForImageTextToText
+
+from model.collators import SFTCollator
+from model.tokenizer import coordinate_token_ids, train_tokenizer
+from model.vlm import (
+    SequenceTooLongError,
+    XMedProcessor,
+    XMedVisionConfig,
+    XMedVLMForConditionalGeneration,
+    build_tiny_vlm,
+    build_tiny_vlm_for_tokenizer,
+    count_parameters,
+    freeze,
+    init_coordinate_embeddings,
+    read_architecture,
+    trainable_parameter_names,
+)
+from model.vlm.modeling import coordinate_features, sincos_2d
+
+CONFIGS = Path(__file__).resolve().parents[3] / "model" / "configs" / "model"
+CORPUS = [
+    "<image>\nWhere is the right lung? Give its bounding box.",
+    "<ref>right lung</ref><box>[[120, 340, 560, 780]]</box>",
+    "Is there a lesion in the liver? Answer yes or no. Yes No",
+    "What imaging modality was used to acquire this image? CT MRI X-ray",
+    "Image-1: <image>\nImage-2: <image>\nWill the patient survive beyond 24 months?",
+]
+N_TOK = 16  # 32x32 images, 4x4 grid
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_tokenizer(CORPUS * 10, vocab_size=300)
+
+
+def tiny(tok, **overrides):
+    kw = {
+        "vocab_size": len(tok),
+        "image_size": 32,
+        "grid": 4,
+        "vision_hidden": 32,
+        "vision_layers": 1,
+        "text_hidden": 32,
+        "text_layers": 2,
+        "heads": 2,
+        "intermediate": 64,
+        "max_positions": 256,
+        "image_token_id": tok.convert_tokens_to_ids("<image>"),
+        "pad_token_id": tok.pad_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "seed": 0,
+    }
+    kw.update(overrides)
+    return build_tiny_vlm(**kw).eval()
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    return tiny(tok)
+
+
+@pytest.fixture
+def proc(tok):
+    return XMedProcessor(tok, 32, N_TOK)
+
+
+@pytest.fixture
+def root(tmp_path):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8), "L").save(tmp_path / "gray.png")
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), "RGB").save(tmp_path / "rgb.png")
+    return tmp_path
+
+
+def record(answer="<ref>right lung</ref><box>[[120, 340, 560, 780]]</box>", images=("gray.png",)):
+    head = (
+        "<image>\n" if len(images) == 1 else "".join(f"Image-{i + 1}: <image>\n" for i in range(len(images)))
+    )
+    return {
+        "id": "r1",
+        "images": list(images),
+        "conversations": [
+            {"from": "human", "value": head + "Where is the right lung?"},
+            {"from": "gpt", "value": answer},
+        ],
+    }
+
+
+# ------------------------------------------------------------------------------------- config
+
+
+def test_vision_config_rejects_inconsistent_grid():
+    with pytest.raises(ValueError, match="grid_size"):
+        XMedVisionConfig(image_size=64, grid_size=8, stem_channels=[16, 32])
+
+
+def test_sincos_2d_hand_values():
+    # dim 4 -> one frequency w=1; token (y=1, x=0) of a 2x2 grid = [sin 1, cos 1 | sin 0, cos 0]
+    pe = sincos_2d(2, 4)
+    assert pe.shape == (4, 4)
+    assert torch.allclose(pe[2], torch.tensor([math.sin(1), math.cos(1), 0.0, 1.0]))
+    assert torch.allclose(pe[1], torch.tensor([0.0, 1.0, math.sin(1), math.cos(1)]))
+    assert len({tuple(r.tolist()) for r in sincos_2d(8, 32)}) == 64  # every grid cell distinct
+
+
+# ------------------------------------------------------------------------------------- forward
+
+
+def _batch(proc, root, *examples):
+    return SFTCollator(proc.tokenizer.pad_token_id)([proc.encode_example(r, root) for r in examples])
+
+
+def test_forward_backward_finite_and_grads_reach_vision(tok, proc, root):
+    m = tiny(tok).train()
+    out = m(**_batch(proc, root, record(), record("No", images=("rgb.png",))))
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    for part in (m.vision_tower.stem[0].weight, m.projector[1].weight, m.language_model.lm_head.weight):
+        assert part.grad is not None and part.grad.abs().sum() > 0
+
+
+def test_loss_is_masked_next_token_cross_entropy(model, proc, root):
+    b = _batch(proc, root, record(), record("Yes"))
+    with torch.no_grad():
+        out = model(**b)
+        fast = model(**b, loss_only=True)
+    logits, labels = out.logits[:, :-1], b["labels"][:, 1:]
+    keep = labels != -100
+    expected = torch.nn.functional.cross_entropy(logits[keep], labels[keep])
+    assert torch.allclose(out.loss, expected, atol=1e-6)
+    assert fast.logits is None and torch.allclose(fast.loss, expected, atol=1e-5)
+
+
+def test_image_tokens_are_replaced_by_vision_features(model, proc, root):
+    b = _batch(proc, root, record())
+    other = dict(b, pixel_values=-b["pixel_values"])
+    with torch.no_grad():
+        la, lb = model(**b).logits, model(**other).logits
+    first_image = int((b["input_ids"][0] == proc.image_token_id).nonzero()[0])
+    answer = b["labels"][0] != -100
+    assert not torch.allclose(la[0, answer], lb[0, answer])  # the answer sees the image
+    assert torch.equal(la[0, :first_image], lb[0, :first_image])  # causal: text before the image does not
+
+
+def test_placeholder_count_mismatch_raises(model, proc, root):
+    b = _batch(proc, root, record())
+    with pytest.raises(ValueError, match="placeholder"):
+        model(**dict(b, pixel_values=torch.cat([b["pixel_values"]] * 2), image_counts=None))
+    with pytest.raises(ValueError, match="image_counts"):
+        model(**dict(b, image_counts=torch.tensor([2])))
+    with pytest.raises(ValueError, match="no image inputs"):
+        model(**dict(b, pixel_values=None))
+
+
+def test_save_load_round_trip_identical_logits(tok, proc, root, tmp_path):
+    m = tiny(
+        tok,
+        with_audio=True,
+        audio_token_id=tok.convert_tokens_to_ids("<audio>"),
+        audio_hidden=16,
+        audio_layers=1,
+        audio_seconds=1,
+        audio_pool=5,
+    )
+    m.save_pretrained(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "model.safetensors").is_file()
+    assert AutoConfig.from_pretrained(tmp_path / "ckpt").model_type == "xmed_vlm"
+    b = _batch(proc, root, record(), record("Yes", images=("rgb.png",)))
+    with torch.no_grad():
+        ref = m(**b).logits
+        for cls in (AutoModelForImageTextToText, XMedVLMForConditionalGeneration):
+            again = cls.from_pretrained(tmp_path / "ckpt").eval()
+            assert isinstance(again, XMedVLMForConditionalGeneration)
+            assert torch.equal(again(**b).logits, ref)
+    assert again.generation_config.eos_token_id == tok.eos_token_id
+
+
+# ------------------------------------------------------------------------------------- coordinates
+
+
+def test_coordinate_embeddings_are_smooth_in_the_value(tok):
+    m = tiny(tok)
+    ids = init_coordinate_embeddings(m, tok)
+    assert ids == coordinate_token_ids(tok)
+    emb = m.get_input_embeddings().weight.detach()
+
+    def cos(a, b):
+        return torch.nn.functional.cosine_similarity(emb[ids[a]], emb[ids[b]], dim=0).item()
+
+    assert cos(500, 501) > 0.95  # neighbours start close
+    assert cos(500, 501) > cos(500, 540) > cos(500, 900)  # similarity falls with distance
+    assert torch.equal(m.get_output_embeddings().weight[ids], emb[ids])  # untied head: same init
+    expected = coordinate_features(torch.arange(1001), 32) * 0.02
+    assert torch.allclose(emb[ids], expected)
+
+
+# ------------------------------------------------------------------------------------- freezing
+
+
+def test_freeze_keeps_frozen_parameters_bit_identical(tok, proc, root):
+    m = tiny(tok).train()
+    n = freeze(m, vision=True, projector=False, llm=True, audio=True)
+    names = trainable_parameter_names(m)
+    assert names and all(nm.startswith("projector.") for nm in names)
+    assert n == sum(p.numel() for p in m.projector.parameters())
+    before = {k: v.detach().clone() for k, v in m.named_parameters()}
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.1)
+    m(**_batch(proc, root, record())).loss.backward()
+    opt.step()
+    after = dict(m.named_parameters())
+    for k, v in before.items():
+        if k.startswith("projector."):
+            continue
+        assert torch.equal(after[k], v), k
+    assert not torch.equal(after["projector.1.weight"], before["projector.1.weight"])
+    freeze(m, vision=False, projector=False, llm=False, audio=False)
+    assert len(trainable_parameter_names(m)) == len(list(m.parameters()))
+
+
+# ------------------------------------------------------------------------------------- processor
+
+
+def test_encode_example_labels_only_the_answer(proc, root, tok):
+    rec = record()
+    ex = proc.encode_example(rec, root)
+    answer = ex["labels"][ex["labels"] != -100].tolist()
+    assert (
+        answer == tok(rec["conversations"][1]["value"] + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    )
+    # input ids = the chat template's tokens with <image> expanded
+    prompt = proc.build_prompt(rec["conversations"], add_generation_prompt=False)
+    assert ex["input_ids"].tolist() == proc.expand_placeholders(
+        tok(prompt, add_special_tokens=False)["input_ids"]
+    )
+    assert int((ex["input_ids"] == proc.image_token_id).sum()) == N_TOK
+    assert ex["image_count"] == 1 and ex["pixel_values"].shape == (1, 3, 32, 32)
+
+
+def test_image_preprocessing(proc, root):
+    gray = proc.image_tensor(root / "gray.png")
+    assert gray.shape == (3, 32, 32) and gray.dtype == torch.float32
+    assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])  # L -> RGB
+    assert gray.min() >= -1 and gray.max() <= 1
+    white = proc.image_tensor(Image.new("RGB", (10, 20), (255, 0, 255)))
+    assert torch.equal(white[:, 0, 0], torch.tensor([1.0, -1.0, 1.0]))
+
+
+def test_multi_image_prognosis_record(proc, root):
+    ex = proc.encode_example(record("Yes", images=("gray.png", "rgb.png")), root)
+    assert ex["image_count"] == 2 and ex["pixel_values"].shape == (2, 3, 32, 32)
+    assert int((ex["input_ids"] == proc.image_token_id).sum()) == 2 * N_TOK
+
+
+def test_processor_errors_name_the_record(proc, root, tok):
+    with pytest.raises(ValueError, match="instruction r1: field 'images'"):
+        proc.encode_example(record(images=("gray.png", "rgb.png")) | {"images": ["gray.png"]}, root)
+    with pytest.raises(FileNotFoundError, match="r1.*missing.png"):
+        proc.encode_example(record(images=("missing.png",)), root)
+    with pytest.raises(SequenceTooLongError, match="r1"):
+        XMedProcessor(tok, 32, N_TOK, max_length=10).encode_example(record(), root)
+
+
+def test_encode_prompt_and_preference(proc, root, tok):
+    p = proc.encode_prompt(record(), root)
+    tail = tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    assert p["input_ids"].tolist()[-len(tail) :] == tail and "labels" not in p
+    full = proc.encode_example(record(), root)["input_ids"].tolist()
+    assert full[: len(p["input_ids"])] == p["input_ids"].tolist()  # the prompt is a prefix of the example
+    pref = proc.encode_preference(record(), root, chosen="Yes", rejected="No")
+    assert pref["prompt_input_ids"].tolist() == p["input_ids"].tolist()
+    assert pref["chosen_input_ids"].tolist() == tok("Yes<|im_end|>", add_special_tokens=False)["input_ids"]
+    assert pref["image_count"] == 1
+
+
+# ------------------------------------------------------------------------------------- shipped sizes
+
+
+@pytest.mark.parametrize(("profile", "low", "high"), [("ci", 0, 1_000_000), ("demo", 1_000_000, 10_000_000)])
+def test_shipped_architectures(profile, low, high):
+    arch, vocab = read_architecture(CONFIGS / f"{profile}.yaml")
+    tok = train_tokenizer(CORPUS, vocab_size=300)
+    # the real tokenizer has about vocab + 991 tokens; pad the tiny one's count to that size
+    m = build_tiny_vlm(
+        vocab_size=vocab + 991,
+        image_token_id=6,
+        pad_token_id=0,
+        eos_token_id=5,
+        audio_token_id=7,
+        seed=0,
+        **arch,
+    )
+    assert low < count_parameters(m)["total"] < high
+    assert m.config.num_image_tokens == 64 and m.config.num_audio_tokens == 50
+    small = build_tiny_vlm_for_tokenizer(tok, seed=0, **arch)
+    assert small.config.image_token_id == tok.convert_tokens_to_ids("<image>")
+
+
+def test_read_architecture_rejects_unknown_keys(tmp_path):
+    bad = tmp_path / "m.yaml"
+    bad.write_text("tokenizer: {vocab_size: 10}\narchitecture: {grid: 8, vocab_size: 5}\n")
+    with pytest.raises(ValueError, match="vocab_size"):
+        read_architecture(bad)
