@@ -25,6 +25,7 @@ import dagster as dg
 import yaml
 
 from orchestration.profiles import Profile, load_data_params
+from orchestration.training import TrainingResource
 
 __all__ = ["PathsResource", "MlflowResource", "DvcResource", "DvcError", "build_resources"]
 
@@ -186,4 +187,5 @@ def build_resources(profile: Profile, *, repo_dir: str | None = None) -> dict[st
             ui_url=profile.mlflow.ui_url,
         ),
         "dvc": DvcResource(repo_dir=root, binary=profile.dvc.binary, push_outputs=profile.dvc.push),
+        "training": TrainingResource(root=root, profile=profile.name),
     }

@@ -42,3 +42,22 @@ def make_scratch_repo(dest: Path, profiles: tuple[str, ...] = ("ci",)) -> Path:
 @pytest.fixture(scope="session")
 def scratch_repo(tmp_path_factory) -> Path:
     return make_scratch_repo(tmp_path_factory.mktemp("repo"))
+
+
+def run_job(root: Path, instance, job: str, **kwargs):
+    """Execute a job of the ``ci`` Definitions resolved against ``root``, in process."""
+    from orchestration.definitions import make_definitions
+    from orchestration.profiles import load_profile
+
+    defs = make_definitions(load_profile("ci", root))
+    return defs.resolve_job_def(job).execute_in_process(instance=instance, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def data_run(scratch_repo):
+    """The data pipeline materialised once on the scratch repo: (root, instance, result)."""
+    import dagster as dg
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = run_job(scratch_repo, instance, "data_pipeline")
+    return scratch_repo, instance, result

@@ -15,7 +15,7 @@ import yaml
 from orchestration.definitions import make_definitions
 from orchestration.profiles import REPO_ROOT, load_profile
 from orchestration.sensors import data_version_sensor, lock_data_version
-from tests.integration.conftest import make_scratch_repo
+from tests.integration.conftest import make_scratch_repo, run_job
 
 pytestmark = pytest.mark.integration
 
@@ -24,18 +24,6 @@ CHECKS = {
     "image_manifest": ["manifest_schema", "manifest_boxes", "image_files", "split_integrity"],
     "curated_dataset": ["instruction_schema", "phi_free", "class_balance"],
 }
-
-
-def _run_data_job(root: Path, instance: dg.DagsterInstance, **kwargs) -> dg.ExecuteInProcessResult:
-    defs = make_definitions(load_profile("ci", root))
-    return defs.resolve_job_def("data_pipeline").execute_in_process(instance=instance, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def data_run(scratch_repo, tmp_path_factory):
-    instance = dg.DagsterInstance.ephemeral()
-    result = _run_data_job(scratch_repo, instance)
-    return scratch_repo, instance, result
 
 
 def test_all_data_assets_materialise_and_all_gates_pass(data_run):
@@ -121,7 +109,7 @@ def test_failed_gate_blocks_downstream(tmp_path):
     params["data"]["ci"]["quality"]["decode_sample"] = 100_000  # open every image
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     instance = dg.DagsterInstance.ephemeral()
-    assert _run_data_job(root, instance, asset_selection=[dg.AssetKey("raw_sources")]).success
+    assert run_job(root, instance, "data_pipeline", asset_selection=[dg.AssetKey("raw_sources")]).success
     victim = sorted((root / "data/ci/raw/images").rglob("*.png"))[0]
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) * 2 // 3])

@@ -1,0 +1,75 @@
+"""The four training stages as Dagster assets on the ``ci`` profile, after the data pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import pytest
+from safetensors.torch import load_file
+
+from orchestration.sensors import lock_data_version
+from tests.integration.conftest import run_job
+
+pytestmark = pytest.mark.integration
+
+STAGES = ["base_model", "sft_checkpoint", "reasoning_checkpoint", "dpo_checkpoint", "audio_checkpoint"]
+
+
+@pytest.fixture(scope="module")
+def training_run(data_run):
+    root, instance, data_result = data_run
+    assert data_result.success
+    return root, instance, run_job(root, instance, "training_pipeline")
+
+
+def test_every_stage_materialises_with_lineage(training_run):
+    root, instance, result = training_run
+    assert result.success
+    version = lock_data_version(root, "ci")
+    parents = {}
+    for asset in STAGES:
+        event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+        meta = event.asset_materialization.metadata
+        assert meta["data_version"].value == version
+        model_dir = Path(meta["model_dir"].value)
+        assert (model_dir / "config.json").exists()
+        parents[asset] = meta.get("parent_checkpoint")
+        if asset != "base_model":
+            provenance = json.loads((model_dir / "xmed_provenance.json").read_text())
+            assert provenance["data_version"] == version
+            assert provenance["dagster_run_id"] == result.run_id
+    assert Path(parents["sft_checkpoint"].value).parent.name == "base_model"
+    assert Path(parents["audio_checkpoint"].value).parent.name == "dpo"
+
+
+def test_training_logged_to_the_assets_mlflow_runs(training_run):
+    root, _, result = training_run
+    mlflow.set_tracking_uri(f"sqlite:///{root}/.mlflow/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["xmed-ci"], output_format="list")
+    mine = {r.data.tags["xmed.stage"]: r for r in runs if r.data.tags.get("dagster.run_id") == result.run_id}
+    assert {"train:sft", "train:reasoning_sft", "train:dpo", "train:audio"} <= set(mine)
+    client = mlflow.MlflowClient()
+    for stage in ("sft", "reasoning_sft", "dpo", "audio"):
+        run = mine[f"train:{stage}"]
+        assert client.get_metric_history(run.info.run_id, f"{stage}/loss"), stage
+        assert "model" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_audio_stage_left_everything_but_audio_untouched(training_run):
+    root, instance, _ = training_run
+
+    def weights(asset):
+        event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+        model_dir = Path(event.asset_materialization.metadata["model_dir"].value)
+        tensors = {}
+        for f in sorted(model_dir.glob("*.safetensors")):
+            tensors.update(load_file(f))
+        return tensors
+
+    before, after = weights("dpo_checkpoint"), weights("audio_checkpoint")
+    frozen = [k for k in before if "audio" not in k]
+    assert frozen and all(before[k].equal(after[k]) for k in frozen)
+    assert any("audio" in k for k in after)
