@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,7 +56,11 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        results = [run_size(n, Path(tmp)) for n in args.rows]
+        results = []
+        for n in args.rows:
+            results.append(run_size(n, Path(tmp)))
+            print(json.dumps(results[-1]), flush=True)
+            shutil.rmtree(Path(tmp) / f"m{n}", ignore_errors=True)
     print(f"{'rows':>10} {'pairs':>10} {'seconds':>9} {'pairs/s':>9} {'peak MB':>8}")
     for r in results:
         print(f"{r['rows']:>10} {r['pairs']:>10} {r['seconds']:>9.1f} {r['pairs_per_s']:>9.0f} {r['peak_rss_mb']:>8.0f}")
