@@ -1,0 +1,521 @@
+"""Typed, validated configurations of the four training recipes (sft, reasoning_sft, dpo, audio).
+
+One pydantic model per stage; every default is declared ONCE here, with its help text as the
+field ``description``. YAML files under ``model/configs/recipes/<stage>/<profile>.yaml`` hold the
+values of each profile (ci, demo, prod); :func:`load_recipe_config` reads one, applies CLI-style
+``key.sub=value`` overrides and validates it. Unknown keys are errors ("airtight configs", as in
+torchtune's ``config/_validate.py``), and cross-field checks (freeze policy vs LoRA, the audio
+stage's frozen parts, checkpoint cadence) run at load time.
+
+Validation never touches the file system, so the prod config (an InternVL2-8B checkpoint under
+``/models``) validates on a laptop; :meth:`check_paths` is the separate, explicit check that the
+inputs exist, with an error that names the missing path and what belongs there.
+
+Example:
+    >>> cfg = load_recipe_config("sft", "ci", ["train.max_steps=3"])
+    >>> cfg.train.max_steps
+    3
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from model.data.schema import TASKS
+
+__all__ = [
+    "CONFIG_ROOT",
+    "PROFILES",
+    "STAGES",
+    "AudioConfig",
+    "AudioDataSettings",
+    "CheckpointInit",
+    "DPOConfig",
+    "DPODataSettings",
+    "DPOLossSettings",
+    "FreezeSettings",
+    "LoraSettings",
+    "OptimizerSettings",
+    "ProvenanceSettings",
+    "ReasoningDataSettings",
+    "ReasoningSFTConfig",
+    "RecipeConfigError",
+    "SFTConfig",
+    "SFTDataSettings",
+    "SFTModelInit",
+    "SamplingSettings",
+    "TrainSettings",
+    "apply_overrides",
+    "load_recipe_config",
+    "recipe_config_path",
+]
+
+#: Folder of the shipped per-stage, per-profile YAML files.
+CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs" / "recipes"
+#: Profile names accepted by :func:`load_recipe_config` in place of a path.
+PROFILES: tuple[str, ...] = ("ci", "demo", "prod")
+
+
+class RecipeConfigError(ValueError):
+    """A recipe config file or override is invalid; the message names the file and the field."""
+
+
+class _Settings(BaseModel):
+    """Base of every settings block: unknown keys are errors, assignments are re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _missing(field: str, path: str | None, what: str) -> FileNotFoundError:
+    return FileNotFoundError(f"{field}: nothing at {path!r}; expected {what} (or override {field}=...)")
+
+
+def _require_file(field: str, path: str | None, what: str) -> None:
+    if path is None or not Path(path).is_file():
+        raise _missing(field, path, what)
+
+
+def _require_dir(field: str, path: str | None, what: str) -> None:
+    if path is None or not Path(path).is_dir():
+        raise _missing(field, path, what)
+
+
+# ---------------------------------------------------------------------------------------------
+# blocks shared by the stages
+# ---------------------------------------------------------------------------------------------
+
+
+class OptimizerSettings(_Settings):
+    """AdamW and the learning-rate schedule (linear warmup, then cosine decay to a floor)."""
+
+    lr: float = Field(2e-4, gt=0, description="peak learning rate of AdamW")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW (beta1, beta2)")
+    eps: float = Field(1e-8, gt=0, description="AdamW epsilon")
+    warmup_steps: int = Field(0, ge=0, description="optimizer steps of linear warmup from 0 to lr")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine floor as a fraction of lr")
+    grad_clip: float = Field(1.0, gt=0, description="max global gradient norm (DeepSpeed gradient_clipping)")
+
+
+class TrainSettings(_Settings):
+    """The training loop: batch, length, cadence of logging/checkpoints, DeepSpeed, resume."""
+
+    micro_batch_size: int = Field(8, ge=1, description="examples per forward pass per process")
+    grad_accum_steps: int = Field(1, ge=1, description="micro-batches accumulated per optimizer step")
+    num_epochs: int = Field(1, ge=1, description="passes over the data (ignored when max_steps is set)")
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps to run; None = num_epochs")
+    log_every: int = Field(10, ge=1, description="log metrics every N optimizer steps")
+    save_every: int = Field(500, ge=1, description="write a resumable checkpoint every N optimizer steps")
+    keep_checkpoints: int = Field(2, ge=1, description="resumable checkpoints kept (oldest deleted)")
+    seed: int = Field(0, description="seed of the data order and of every RNG")
+    group_by_length: bool = Field(True, description="batch examples of similar token length together")
+    group_window: int = Field(
+        16, ge=1, description="length grouping sorts within windows of this many batches (seeded)"
+    )
+    deepspeed_config: str = Field(
+        "model/configs/deepspeed/zero2_cpu.json", description="DeepSpeed JSON ('auto' values filled here)"
+    )
+    gradient_checkpointing: bool = Field(False, description="recompute LLM activations in backward")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads of this process; None = PyTorch default (all cores)"
+    )
+    progress_bar: bool = Field(True, description="show a tqdm progress bar on the main process")
+    resume_from: str | None = Field(
+        "latest",
+        description="'latest' = newest checkpoint under output_dir/checkpoints if any; a checkpoint "
+        "folder (.../checkpoints/step_N); None = always start fresh",
+    )
+
+
+class FreezeSettings(_Settings):
+    """Which parts of the model stay frozen (True) or train (False); see ``model.vlm.freeze``."""
+
+    vision: bool = Field(False, description="freeze the vision tower")
+    projector: bool = Field(False, description="freeze the vision->LLM MLP projector")
+    llm: bool = Field(False, description="freeze the language model (embeddings and head included)")
+    audio: bool = Field(True, description="freeze the audio encoder + audio projector")
+
+    @model_validator(mode="after")
+    def _something_trains(self) -> FreezeSettings:
+        if all((self.vision, self.projector, self.llm, self.audio)):
+            raise ValueError("freeze: every part is frozen, nothing would train; unfreeze at least one")
+        return self
+
+
+class LoraSettings(_Settings):
+    """Low-rank adapters on the language model (peft); merged into the weights at the final save."""
+
+    enabled: bool = Field(False, description="train LoRA adapters instead of the full LLM")
+    rank: int = Field(16, ge=1, description="adapter rank r")
+    alpha: float = Field(32.0, gt=0, description="adapter scale numerator (scale = alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter input")
+    target_modules: list[str] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="LLM linear layer names that get adapters",
+    )
+
+
+class ProvenanceSettings(_Settings):
+    """Lineage written into ``xmed_provenance.json`` next to the final model."""
+
+    data_version: str | None = Field(None, description="DVC md5 of the training data (set by Dagster)")
+    dagster_run_id: str | None = Field(None, description="the Dagster run that trains (set by Dagster)")
+
+
+class CheckpointInit(_Settings):
+    """Start from a saved HF checkpoint (the previous stage's ``<output_dir>/model``)."""
+
+    checkpoint_dir: str = Field(..., description="HF model folder (config.json, safetensors, tokenizer)")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="parameter dtype while training")
+    trust_remote_code: bool = Field(False, description="allow a checkpoint's own modelling code")
+
+    def check_paths(self) -> None:
+        """Raise FileNotFoundError unless ``checkpoint_dir`` holds an HF model and its tokenizer."""
+        what = "the previous stage's <output_dir>/model (save_pretrained weights + tokenizer): run that stage first"
+        _require_dir("model.checkpoint_dir", self.checkpoint_dir, what)
+        _require_file("model.checkpoint_dir", str(Path(self.checkpoint_dir) / "config.json"), what)
+
+
+class SFTModelInit(_Settings):
+    """SFT starts from a pretrained checkpoint (prod) OR builds a tiny VLM from scratch (ci/demo)."""
+
+    checkpoint_dir: str | None = Field(None, description="pretrained HF model folder (with tokenizer)")
+    tokenizer_dir: str | None = Field(None, description="trained tokenizer folder (scratch models)")
+    architecture: str | None = Field(
+        None, description="model/configs/model/<profile>.yaml: build_tiny_vlm arguments (scratch models)"
+    )
+    init_seed: int = Field(0, description="initialisation seed of a scratch model")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="parameter dtype while training")
+    trust_remote_code: bool = Field(False, description="allow a checkpoint's own modelling code")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SFTModelInit:
+        scratch = self.tokenizer_dir is not None or self.architecture is not None
+        if (self.checkpoint_dir is None) == (not scratch):
+            raise ValueError(
+                "model: set EITHER checkpoint_dir (pretrained) OR tokenizer_dir + architecture (scratch)"
+            )
+        if scratch and (self.tokenizer_dir is None or self.architecture is None):
+            raise ValueError("model: a scratch model needs both tokenizer_dir and architecture")
+        return self
+
+    def check_paths(self) -> None:
+        """Raise FileNotFoundError naming the missing checkpoint, tokenizer or architecture file."""
+        if self.checkpoint_dir is not None:
+            _require_file(
+                "model.checkpoint_dir",
+                str(Path(self.checkpoint_dir) / "config.json"),
+                "a local HF checkpoint (e.g. InternVL2-8B: config.json, *.safetensors, tokenizer files)",
+            )
+            return
+        _require_file(
+            "model.tokenizer_dir",
+            str(Path(self.tokenizer_dir) / "tokenizer.json"),
+            "a tokenizer from `python -m model.tokenizer --out ...`",
+        )
+        _require_file("model.architecture", self.architecture, "a model/configs/model/<profile>.yaml")
+
+
+def _check_lora_vs_freeze(lora: LoraSettings, freeze: FreezeSettings) -> None:
+    if lora.enabled and freeze.llm:
+        raise ValueError(
+            "lora.enabled trains the LLM through adapters but freeze.llm=True; set freeze.llm=false"
+        )
+
+
+class _StageConfig(_Settings):
+    """Fields every stage has."""
+
+    output_dir: str = Field(..., description="run folder: checkpoints/, model/, logs and artifacts")
+    train: TrainSettings = Field(default_factory=TrainSettings, description="training loop settings")
+    optim: OptimizerSettings = Field(default_factory=OptimizerSettings, description="AdamW + schedule")
+    provenance: ProvenanceSettings = Field(
+        default_factory=ProvenanceSettings, description="lineage of the output"
+    )
+
+    @model_validator(mode="after")
+    def _warmup_within_run(self) -> _StageConfig:
+        steps = self.train.max_steps
+        if steps is not None and self.optim.warmup_steps >= steps:
+            raise ValueError(
+                f"optim.warmup_steps={self.optim.warmup_steps} >= train.max_steps={steps}: the run would "
+                "never reach the peak learning rate; lower warmup_steps"
+            )
+        return self
+
+    def _check_common_paths(self) -> None:
+        _require_file("train.deepspeed_config", self.train.deepspeed_config, "a DeepSpeed JSON config")
+
+
+# ---------------------------------------------------------------------------------------------
+# stages
+# ---------------------------------------------------------------------------------------------
+
+
+class SFTDataSettings(_Settings):
+    """Curated instruction shards (INSTRUCTION_SCHEMA); only the ``train`` split is read."""
+
+    shards: str = Field(..., description="curated shards folder (or one Parquet file)")
+    data_root: str = Field(..., description="data/<profile>: image paths in the rows are relative to it")
+    task_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="per-task multiplier of its rows per epoch (2.0 = twice, 0.5 = a seeded half, "
+        "0 = dropped); unlisted tasks 1.0",
+    )
+    max_length: int | None = Field(None, ge=8, description="token limit per example; None = model context")
+
+    @model_validator(mode="after")
+    def _known_tasks(self) -> SFTDataSettings:
+        unknown = sorted(set(self.task_weights) - set(TASKS))
+        if unknown:
+            raise ValueError(f"data.task_weights: unknown task(s) {unknown}; tasks are {list(TASKS)}")
+        bad = {k: v for k, v in self.task_weights.items() if v < 0}
+        if bad:
+            raise ValueError(f"data.task_weights must be >= 0, got {bad}")
+        if self.task_weights and all(self.task_weights.get(t, 1.0) == 0 for t in TASKS):
+            raise ValueError("data.task_weights drop every task")
+        return self
+
+
+class SFTConfig(_StageConfig):
+    """Stage 1: instruction tuning on the curated mix."""
+
+    stage: Literal["sft"] = Field("sft", description="stage name (fixed)")
+    model: SFTModelInit = Field(..., description="where the model comes from")
+    data: SFTDataSettings = Field(..., description="training data")
+    freeze: FreezeSettings = Field(default_factory=FreezeSettings, description="frozen parts")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA option")
+
+    @model_validator(mode="after")
+    def _cross(self) -> SFTConfig:
+        _check_lora_vs_freeze(self.lora, self.freeze)
+        return self
+
+    def check_paths(self) -> None:
+        """Raise FileNotFoundError naming the first missing input (model, data, DeepSpeed JSON)."""
+        self.model.check_paths()
+        if not Path(self.data.shards).exists():
+            raise _missing("data.shards", self.data.shards, "curated shards (dvc repro curate@<profile>)")
+        _require_dir("data.data_root", self.data.data_root, "the profile's data root (data/<profile>)")
+        self._check_common_paths()
+
+
+class ReasoningDataSettings(_Settings):
+    """The 5-step reasoning dataset, built from the image manifest by ``model.reasoning``."""
+
+    manifest_dir: str = Field(..., description="ingest output (data/<profile>/manifest)")
+    data_root: str = Field(..., description="data/<profile>: image paths are relative to it")
+    max_length: int | None = Field(None, ge=8, description="token limit per example; None = model context")
+
+
+class ReasoningSFTConfig(_StageConfig):
+    """Stage 2: SFT on the paper's 5-step clinical reasoning, from the SFT checkpoint."""
+
+    stage: Literal["reasoning_sft"] = Field("reasoning_sft", description="stage name (fixed)")
+    model: CheckpointInit = Field(..., description="the SFT output model")
+    data: ReasoningDataSettings = Field(..., description="reasoning data source")
+    freeze: FreezeSettings = Field(default_factory=FreezeSettings, description="frozen parts")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA option")
+
+    @model_validator(mode="after")
+    def _cross(self) -> ReasoningSFTConfig:
+        _check_lora_vs_freeze(self.lora, self.freeze)
+        return self
+
+    def check_paths(self) -> None:
+        """Raise FileNotFoundError naming the first missing input."""
+        self.model.check_paths()
+        _require_dir(
+            "data.manifest_dir", self.data.manifest_dir, "the ingest output (dvc repro ingest@<profile>)"
+        )
+        _require_dir("data.data_root", self.data.data_root, "the profile's data root (data/<profile>)")
+        self._check_common_paths()
+
+
+class DPODataSettings(ReasoningDataSettings):
+    """Prompts for preference sampling: the reasoning dataset's train rows."""
+
+    max_prompts: int | None = Field(None, ge=1, description="use a seeded subset of this many prompts")
+    min_pairs: int = Field(
+        1,
+        ge=0,
+        description="fewer preference pairs than this stop the run (NoPreferencePairsError); 0 lets a run "
+        "whose samples all tie finish with zero DPO steps and the model saved unchanged (ci only)",
+    )
+
+
+class SamplingSettings(_Settings):
+    """How the K candidate answers per prompt are drawn (``model.generation.sample_answers``)."""
+
+    num_samples: int = Field(4, ge=2, description="K answers sampled per prompt")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature")
+    top_p: float = Field(0.95, gt=0, le=1, description="nucleus mass")
+    max_new_tokens: int = Field(256, ge=1, description="generation budget per answer")
+    seed: int = Field(0, description="sampling seed (prompt i uses seed + i)")
+
+
+class DPOLossSettings(_Settings):
+    """The DPO objective (``model.losses.dpo_loss``)."""
+
+    beta: float = Field(0.1, gt=0, description="KL-strength beta of the sigmoid DPO loss")
+
+
+class DPOConfig(_StageConfig):
+    """Stage 3: direct preference optimisation on (best, worst) of K sampled reports."""
+
+    stage: Literal["dpo"] = Field("dpo", description="stage name (fixed)")
+    model: CheckpointInit = Field(..., description="the reasoning SFT output model (policy and reference)")
+    data: DPODataSettings = Field(..., description="prompt source")
+    sampling: SamplingSettings = Field(default_factory=SamplingSettings, description="candidate sampling")
+    loss: DPOLossSettings = Field(default_factory=DPOLossSettings, description="DPO loss")
+    freeze: FreezeSettings = Field(default_factory=FreezeSettings, description="frozen parts")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA option")
+
+    @model_validator(mode="after")
+    def _cross(self) -> DPOConfig:
+        _check_lora_vs_freeze(self.lora, self.freeze)
+        return self
+
+    def check_paths(self) -> None:
+        """Raise FileNotFoundError naming the first missing input."""
+        self.model.check_paths()
+        _require_dir(
+            "data.manifest_dir", self.data.manifest_dir, "the ingest output (dvc repro ingest@<profile>)"
+        )
+        _require_dir("data.data_root", self.data.data_root, "the profile's data root (data/<profile>)")
+        self._check_common_paths()
+
+
+class AudioDataSettings(_Settings):
+    """Spoken queries of the image manifest (``spoken_queries``: text, audio_path, answer)."""
+
+    manifest_dir: str = Field(..., description="ingest output (data/<profile>/manifest)")
+    data_root: str = Field(..., description="data/<profile>: image and WAV paths are relative to it")
+    max_length: int | None = Field(None, ge=8, description="token limit per example; None = model context")
+
+
+class AudioConfig(_StageConfig):
+    """Stage 4: add/train the audio encoder + audio projector with everything else frozen."""
+
+    stage: Literal["audio"] = Field("audio", description="stage name (fixed)")
+    model: CheckpointInit = Field(..., description="the DPO output model")
+    audio_architecture: str = Field(
+        ...,
+        description="model/configs/model/<profile>.yaml: audio_* settings used when the loaded model "
+        "has no audio encoder yet",
+    )
+    data: AudioDataSettings = Field(..., description="spoken-query source")
+    freeze: FreezeSettings = Field(
+        default_factory=lambda: FreezeSettings(vision=True, projector=True, llm=True, audio=False),
+        description="must freeze vision, projector and llm and train audio",
+    )
+
+    @model_validator(mode="after")
+    def _audio_only(self) -> AudioConfig:
+        f = self.freeze
+        if not (f.vision and f.projector and f.llm) or f.audio:
+            raise ValueError(
+                "audio stage trains ONLY the audio encoder + projector: set freeze to "
+                "{vision: true, projector: true, llm: true, audio: false}"
+            )
+        return self
+
+    def check_paths(self) -> None:
+        """Raise FileNotFoundError naming the first missing input."""
+        self.model.check_paths()
+        _require_file("audio_architecture", self.audio_architecture, "a model/configs/model/<profile>.yaml")
+        _require_dir(
+            "data.manifest_dir", self.data.manifest_dir, "the ingest output (dvc repro ingest@<profile>)"
+        )
+        _require_dir("data.data_root", self.data.data_root, "the profile's data root (data/<profile>)")
+        self._check_common_paths()
+
+
+#: Stage name -> its config class.
+STAGES: dict[str, type[_StageConfig]] = {
+    "sft": SFTConfig,
+    "reasoning_sft": ReasoningSFTConfig,
+    "dpo": DPOConfig,
+    "audio": AudioConfig,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+# ---------------------------------------------------------------------------------------------
+
+
+def recipe_config_path(stage: str, profile: str) -> Path:
+    """``model/configs/recipes/<stage>/<profile>.yaml``."""
+    return CONFIG_ROOT / stage / f"{profile}.yaml"
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides to a raw config dict (values parsed as YAML scalars).
+
+    Example:
+        >>> apply_overrides({"train": {"seed": 0}}, ["train.seed=3", "output_dir=/tmp/x"])
+        {'train': {'seed': 3}, 'output_dir': '/tmp/x'}
+
+    Raises:
+        RecipeConfigError: an override has no ``=`` or walks into a non-mapping value.
+    """
+    out = dict(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise RecipeConfigError(f"override {item!r} must look like key.sub=value")
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = {}
+            if not isinstance(child, Mapping):
+                raise RecipeConfigError(f"override {item!r}: {part!r} is not a mapping")
+            node[part] = child = dict(child)
+            node = child
+        node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+    return out
+
+
+def load_recipe_config(
+    stage: str, profile_or_path: str | os.PathLike, overrides: Iterable[str] = ()
+) -> _StageConfig:
+    """Read, override and validate one stage's config.
+
+    Args:
+        stage: ``sft``, ``reasoning_sft``, ``dpo`` or ``audio``.
+        profile_or_path: ``ci``/``demo``/``prod`` (the shipped YAML) or a YAML path.
+        overrides: ``dotted.key=value`` strings (the CLI's ``--set``).
+
+    Returns:
+        The validated stage config (e.g. :class:`SFTConfig`).
+
+    Raises:
+        RecipeConfigError: unknown stage, unreadable file, a stage mismatch, an unknown key, a wrong
+            type or a failed cross-field check (the message names the file and the field).
+    """
+    if stage not in STAGES:
+        raise RecipeConfigError(f"unknown stage {stage!r}; stages are {sorted(STAGES)}")
+    name = os.fspath(profile_or_path)
+    path = recipe_config_path(stage, name) if name in PROFILES else Path(name)
+    if not path.is_file():
+        raise RecipeConfigError(f"no recipe config at {path} (profiles: {list(PROFILES)} or a YAML path)")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise RecipeConfigError(f"{path}: expected a mapping at the top level")
+    raw = apply_overrides(raw, overrides)
+    if raw.get("stage", stage) != stage:
+        raise RecipeConfigError(f"{path}: stage is {raw['stage']!r} but {stage!r} was asked for")
+    try:
+        return STAGES[stage].model_validate(raw)
+    except ValidationError as e:
+        raise RecipeConfigError(f"{path}: invalid {stage} config:\n{e}") from e

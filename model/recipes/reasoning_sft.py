@@ -1,0 +1,226 @@
+"""Stage 2 recipe: SFT on the paper's 5-step clinical reasoning, starting from the SFT checkpoint.
+
+The data is the reasoning dataset built by :func:`model.reasoning.build_reasoning_dataset` from the
+image manifest (``train`` split): INSTRUCTION_SCHEMA rows of task ``report`` whose gpt answer is the
+5-step reasoning (the report is step 5) and whose ``target`` holds the reference report. It is
+written to ``<output_dir>/reasoning_train.parquet`` (and logged as an artifact).
+
+Training is exactly the SFT loop, so this recipe COMPOSES :class:`model.recipes.sft.SFTRecipe`
+(one loop to keep correct, not two copies) with a different dataset, starting point and stage name:
+
+1. ``setup``: build the dataset (rank 0; kept as is when resuming so the batches replay exactly),
+   then an :class:`~model.recipes.config.SFTConfig` pointing at it and the parent checkpoint;
+2. ``train`` / ``save_checkpoint`` / ``cleanup``: the SFT recipe's, under the stage name
+   ``reasoning_sft`` (metrics ``reasoning_sft/loss``..., provenance ``stage: reasoning_sft``).
+
+CLI: ``python -m model.recipes.reasoning_sft --config model/configs/recipes/reasoning_sft/demo.yaml``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from model.recipes._common import TrainResult, barrier, find_checkpoint, init_distributed
+from model.recipes.config import (
+    ReasoningSFTConfig,
+    SFTConfig,
+    SFTDataSettings,
+    SFTModelInit,
+    load_recipe_config,
+)
+from model.recipes.metric_logging import MetricLogger, StdoutLogger
+from model.recipes.sft import TRAIN_SPLIT, SFTRecipe
+
+__all__ = [
+    "DATASET_FILE",
+    "DatasetBuilder",
+    "ReasoningSFTRecipe",
+    "dataset_summary_params",
+    "main",
+    "reasoning_dataset",
+    "run_reasoning_sft",
+]
+
+#: The reasoning dataset inside the run folder.
+DATASET_FILE = "reasoning_train.parquet"
+
+
+class DatasetBuilder(Protocol):
+    """The signature of :func:`model.reasoning.build_reasoning_dataset`."""
+
+    def __call__(
+        self,
+        manifest_dir: str | os.PathLike,
+        *,
+        out_path: str | os.PathLike,
+        data_root: str | os.PathLike,
+        split: str,
+    ) -> Any:
+        """Write the reasoning rows of ``split`` to ``out_path`` (Parquet); return a summary mapping."""
+        ...
+
+
+def default_dataset_builder() -> DatasetBuilder:
+    """:func:`model.reasoning.build_reasoning_dataset`, imported lazily.
+
+    Raises:
+        ImportError: ``model/reasoning.py`` is not there yet.
+    """
+    try:
+        from model.reasoning import build_reasoning_dataset
+    except ImportError as e:
+        raise ImportError(
+            "reasoning recipes need model.reasoning.build_reasoning_dataset (model/reasoning.py); "
+            "pass build_dataset=... to use another builder"
+        ) from e
+    return build_reasoning_dataset
+
+
+def reasoning_dataset(
+    *,
+    manifest_dir: str,
+    data_root: str,
+    output_dir: Path,
+    resume_from: str | None,
+    build: DatasetBuilder,
+    is_main: bool,
+) -> tuple[Path, dict[str, Any]]:
+    """Build ``<output_dir>/reasoning_train.parquet`` on the main rank, unless a resumed run has it.
+
+    A run that resumes from a checkpoint reuses the file it trained on, so the batches replay
+    exactly; a fresh run rebuilds it.
+
+    Returns:
+        The Parquet path and the builder's summary (``{}`` when reused or on other ranks).
+
+    Raises:
+        FileNotFoundError: the builder returned without writing ``out_path``.
+    """
+    path = output_dir / DATASET_FILE
+    resuming = find_checkpoint(output_dir, resume_from) is not None
+    summary: dict[str, Any] = {}
+    if is_main and not (resuming and path.is_file()):
+        output_dir.mkdir(parents=True, exist_ok=True)
+        out = build(manifest_dir, out_path=path, data_root=data_root, split=TRAIN_SPLIT)
+        summary = dict(out) if isinstance(out, Mapping) else {}
+        if not path.is_file():
+            raise FileNotFoundError(f"the reasoning dataset builder returned but wrote nothing at {path}")
+    return path, summary
+
+
+def dataset_summary_params(stage: str, summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The dataset builder's scalar summary fields (rows, sha256, ...) as ``<stage>.dataset.*`` params."""
+    keep = {k: v for k, v in summary.items() if isinstance(v, (str, int, float, bool))}
+    return {f"{stage}.dataset.{k}": v for k, v in keep.items()}
+
+
+class ReasoningSFTRecipe:
+    """Stage 2: build the 5-step reasoning dataset, then run the SFT recipe on it.
+
+    Args:
+        cfg: the validated :class:`~model.recipes.config.ReasoningSFTConfig`.
+        logger: metrics backend (default :class:`StdoutLogger`).
+        build_dataset: the dataset builder (default ``model.reasoning.build_reasoning_dataset``).
+
+    Raises:
+        TypeError: ``cfg`` is not a ``ReasoningSFTConfig``.
+    """
+
+    def __init__(
+        self,
+        cfg: ReasoningSFTConfig,
+        logger: MetricLogger | None = None,
+        *,
+        build_dataset: DatasetBuilder | None = None,
+    ) -> None:
+        if not isinstance(cfg, ReasoningSFTConfig):
+            raise TypeError(f"ReasoningSFTRecipe needs a ReasoningSFTConfig, got {type(cfg).__name__}")
+        self.cfg = cfg
+        self.logger = logger or StdoutLogger()
+        self.build_dataset = build_dataset
+        self.sft: SFTRecipe | None = None
+
+    def setup(self) -> None:
+        """Build the dataset (main rank), then set up the SFT recipe on it from the parent checkpoint."""
+        cfg = self.cfg
+        cfg.check_paths()
+        dist = init_distributed()
+        self.dataset_path, summary = reasoning_dataset(
+            manifest_dir=cfg.data.manifest_dir,
+            data_root=cfg.data.data_root,
+            output_dir=Path(cfg.output_dir),
+            resume_from=cfg.train.resume_from,
+            build=self.build_dataset or default_dataset_builder(),
+            is_main=dist.is_main,
+        )
+        barrier(dist)
+        if dist.is_main:
+            self.logger.log_artifact(self.dataset_path)
+            self.logger.log_params(dataset_summary_params(cfg.stage, summary))
+        self.sft = SFTRecipe(self.sft_config(), self.logger, stage=cfg.stage)
+        self.sft.setup()
+
+    def sft_config(self) -> SFTConfig:
+        """The SFT config this stage runs: the reasoning dataset, the parent checkpoint, same loop settings."""
+        cfg = self.cfg
+        return SFTConfig(
+            output_dir=cfg.output_dir,
+            model=SFTModelInit(
+                checkpoint_dir=cfg.model.checkpoint_dir,
+                dtype=cfg.model.dtype,
+                trust_remote_code=cfg.model.trust_remote_code,
+            ),
+            data=SFTDataSettings(
+                shards=str(self.dataset_path), data_root=cfg.data.data_root, max_length=cfg.data.max_length
+            ),
+            train=cfg.train,
+            optim=cfg.optim,
+            freeze=cfg.freeze,
+            lora=cfg.lora,
+            provenance=cfg.provenance,
+        )
+
+    def train(self) -> TrainResult:
+        """The SFT loop on the reasoning rows (see :meth:`SFTRecipe.train`)."""
+        return self.sft.train()
+
+    def save_checkpoint(self) -> Path:
+        """Save ``<output_dir>/model`` with provenance ``stage: reasoning_sft``."""
+        return self.sft.save_checkpoint()
+
+    def cleanup(self) -> None:
+        """Free the engine."""
+        if self.sft is not None:
+            self.sft.cleanup()
+
+
+def run_reasoning_sft(cfg: ReasoningSFTConfig, logger: MetricLogger | None = None) -> TrainResult:
+    """Set up, train, save, clean up: the entry point of the Dagster asset."""
+    recipe = ReasoningSFTRecipe(cfg, logger)
+    try:
+        recipe.setup()
+        result = recipe.train()
+        return replace(result, model_dir=str(recipe.save_checkpoint()))
+    finally:
+        recipe.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: ``python -m model.recipes.reasoning_sft --config <yaml|profile> [--set key=value ...]``."""
+    ap = argparse.ArgumentParser(description="XMed stage 2: 5-step clinical reasoning SFT")
+    ap.add_argument("--config", required=True, help="recipe YAML or profile name (ci, demo, prod)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    args, _ = ap.parse_known_args(argv)  # the deepspeed launcher appends --local_rank
+    result = run_reasoning_sft(load_recipe_config("reasoning_sft", args.config, args.set))
+    print(
+        f"reasoning_sft: {result.steps} steps, final loss {result.final_loss:.4f}, model at {result.model_dir}"
+    )
+
+
+if __name__ == "__main__":
+    main()

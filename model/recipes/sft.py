@@ -1,0 +1,584 @@
+"""Stage 1 recipe: supervised instruction tuning (SFT) of the XMed VLM on the curated mix.
+
+Reads top to bottom like a torchtune recipe (``recipes/lora_dpo_single_device.py``):
+``SFTRecipe.__init__`` (validate) -> :meth:`~SFTRecipe.setup` (process group, tokenizer + model,
+freeze/LoRA, data, DeepSpeed engine, resume) -> :meth:`~SFTRecipe.train` (the one loop) ->
+:meth:`~SFTRecipe.save_checkpoint` (final HF model + provenance) -> :meth:`~SFTRecipe.cleanup`.
+
+Data: the ``train`` rows of the curated shards (INSTRUCTION_SCHEMA: image-level, region-level,
+guardrail and prognosis tasks), re-weighted per task (``data.task_weights``), encoded on the fly by
+:class:`~model.vlm.processor.XMedProcessor` (images relative to ``data.data_root``) and batched by
+:class:`~model.collators.SFTCollator`. Batches are length-grouped within windows (seeded), so an
+interrupted run replays exactly the same batches after ``resume``.
+
+Loss: mean next-token cross-entropy over the answer tokens (``loss_only=True`` forward).
+A NaN/Inf loss stops the run with :class:`~model.recipes._common.NonFiniteLossError` before the
+backward pass, so no broken checkpoint is written.
+
+CLI: ``python -m model.recipes.sft --config model/configs/recipes/sft/demo.yaml [--set key=value ...]``
+(multi-GPU: ``deepspeed --num_gpus N -m model.recipes.sft --config ...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import gc
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+from model.collators import SFTCollator
+from model.data.io import iter_parquet_rows
+from model.recipes._common import (
+    DistInfo,
+    ThroughputMeter,
+    TrainResult,
+    TrainState,
+    check_finite_loss,
+    epoch_batches,
+    find_checkpoint,
+    init_distributed,
+    load_deepspeed_config,
+    load_training_checkpoint,
+    mean_across_ranks,
+    save_hf_model,
+    save_training_checkpoint,
+    seed_everything,
+    warmup_cosine,
+    zero_stage,
+)
+from model.recipes.config import FreezeSettings, LoraSettings, SFTConfig, SFTModelInit, load_recipe_config
+from model.recipes.metric_logging import MetricLogger, StdoutLogger, flatten_params, system_metrics
+from model.tokenizer import ROLE_NAMES, load_tokenizer
+from model.vlm import XMedProcessor, build_tiny_vlm_for_tokenizer, count_parameters, freeze, read_architecture
+from model.vlm.processor import SequenceTooLongError
+
+__all__ = [
+    "TRAIN_SPLIT",
+    "CollateWithIds",
+    "InstructionRows",
+    "SFTRecipe",
+    "main",
+    "run_sft",
+    "token_lengths",
+]
+
+#: The only split a training recipe reads.
+TRAIN_SPLIT = "train"
+_COLUMNS = ["id", "task", "images", "conversations", "split"]
+
+
+# ---------------------------------------------------------------------------------------------
+# data pieces
+# ---------------------------------------------------------------------------------------------
+
+
+class InstructionRows(Dataset):
+    """Instruction rows encoded on the fly: ``processor.encode_example`` plus the record ``id``."""
+
+    def __init__(self, rows: Sequence[dict], processor: XMedProcessor, data_root: str) -> None:
+        self.rows, self.processor, self.data_root = rows, processor, data_root
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        ex = self.processor.encode_example(self.rows[i], self.data_root)
+        ex["id"] = self.rows[i]["id"]
+        return ex
+
+
+@dataclass
+class CollateWithIds:
+    """A collator's batch plus ``ids`` (the examples' record ids, for error messages)."""
+
+    collator: Any
+
+    def __call__(self, examples: list[dict]) -> dict[str, Any]:
+        batch = self.collator(examples)
+        batch["ids"] = [ex["id"] for ex in examples]
+        return batch
+
+
+def token_lengths(rows: Sequence[dict], processor: XMedProcessor) -> list[int]:
+    """Token length of each row exactly as :meth:`XMedProcessor.encode_example` builds it.
+
+    Tokenizes all turn bodies in one batched call (fast) instead of encoding every example with its
+    images; placeholders count ``num_image_tokens`` / ``num_audio_tokens`` each.
+    """
+    if not rows:
+        return []
+    tok = processor.tokenizer
+
+    def n(text: str) -> int:
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+
+    head = {who: n(f"<|im_start|>{role}\n") for who, role in ROLE_NAMES.items()}
+    tail = n("\n")
+    turns = [(t["from"], t["value"]) for r in rows for t in r["conversations"]]
+    bodies = tok([v + "<|im_end|>" for _, v in turns], add_special_tokens=False)["input_ids"]
+    extra_img = processor.num_image_tokens - 1
+    extra_aud = max(processor.num_audio_tokens - 1, 0)
+    per_turn = [
+        head[who]
+        + len(ids)
+        + tail
+        + ids.count(processor.image_token_id) * extra_img
+        + (ids.count(processor.audio_token_id) * extra_aud if processor.audio_token_id is not None else 0)
+        for (who, _), ids in zip(turns, bodies, strict=True)
+    ]
+    out, k = [], 0
+    for r in rows:
+        m = len(r["conversations"])
+        out.append(sum(per_turn[k : k + m]))
+        k += m
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# model pieces
+# ---------------------------------------------------------------------------------------------
+
+
+def _load_model(m: SFTModelInit):
+    """Tokenizer + model: a pretrained local checkpoint, or a tiny VLM built from the architecture YAML."""
+    dtype = torch.bfloat16 if m.dtype == "bfloat16" else torch.float32
+    if m.checkpoint_dir is not None:
+        kw = {"local_files_only": True, "trust_remote_code": m.trust_remote_code}
+        tokenizer = AutoTokenizer.from_pretrained(m.checkpoint_dir, **kw)
+        model = AutoModelForImageTextToText.from_pretrained(m.checkpoint_dir, dtype=dtype, **kw)
+        return tokenizer, model
+    tokenizer = load_tokenizer(m.tokenizer_dir)
+    arch, _ = read_architecture(m.architecture)
+    return tokenizer, build_tiny_vlm_for_tokenizer(tokenizer, seed=m.init_seed, **arch).to(dtype)
+
+
+def _check_layout(model, source: str) -> None:
+    counts = count_parameters(model)
+    missing = [g for g in ("vision", "projector", "llm") if counts[g] == 0]
+    if missing:
+        raise ValueError(
+            f"{source}: the model has no {missing} parameters in the XMed layout (vision_tower, projector, "
+            "language_model); the freeze policy cannot apply. Convert the checkpoint to xmed_vlm first"
+        )
+
+
+def _apply_freeze_and_lora(model, f: FreezeSettings, lora: LoraSettings):
+    """Freeze parts per policy; with LoRA, wrap the LLM's linear layers in trainable adapters."""
+    if not lora.enabled:
+        freeze(model, vision=f.vision, projector=f.projector, llm=f.llm, audio=f.audio)
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    pattern = r"language_model\..*\.(" + "|".join(re.escape(t) for t in lora.target_modules) + r")"
+    peft_cfg = LoraConfig(
+        r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=pattern
+    )
+    model = get_peft_model(model, peft_cfg)
+    freeze(model.get_base_model(), vision=f.vision, projector=f.projector, llm=True, audio=f.audio)
+    for name, p in model.named_parameters():
+        if "lora_" in name:
+            p.requires_grad_(True)
+    return model
+
+
+def _check_max_length(max_length: int | None, model) -> None:
+    """``data.max_length`` may not exceed the model's context (positions beyond it were never trained)."""
+    context = model.config.get_text_config().max_position_embeddings
+    if max_length is not None and max_length > context:
+        raise ValueError(
+            f"data.max_length={max_length} exceeds the model context ({context} positions, "
+            "text_config.max_position_embeddings); lower it or build the model with a longer context"
+        )
+
+
+def _enable_gradient_checkpointing(model) -> None:
+    """Recompute activations in backward: the whole model if it supports it, else its LLM."""
+    target = model if getattr(model, "supports_gradient_checkpointing", False) else model.language_model
+    target.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
+
+# ---------------------------------------------------------------------------------------------
+# the recipe
+# ---------------------------------------------------------------------------------------------
+
+
+class SFTRecipe:
+    """Supervised fine-tuning of the XMed VLM with DeepSpeed (see the module docstring).
+
+    Args:
+        cfg: the validated :class:`~model.recipes.config.SFTConfig`.
+        logger: metrics backend (default :class:`StdoutLogger`); the Dagster asset passes an
+            :class:`~model.recipes.metric_logging.MlflowLogger`.
+        stage: name used in metrics, checkpoints and provenance (``reasoning_sft`` reuses this
+            recipe on its own dataset).
+
+    Raises:
+        TypeError: ``cfg`` is not an ``SFTConfig``.
+    """
+
+    def __init__(self, cfg: SFTConfig, logger: MetricLogger | None = None, *, stage: str = "sft") -> None:
+        if not isinstance(cfg, SFTConfig):
+            raise TypeError(f"SFTRecipe needs an SFTConfig, got {type(cfg).__name__}")
+        self.cfg = cfg
+        self.stage = stage
+        self.logger = logger or StdoutLogger()
+        self.output_dir = Path(cfg.output_dir)
+        self._bf16 = cfg.model.dtype == "bfloat16"
+        self.engine = None
+        self.state = TrainState()
+        self.resumed_from: str | None = None
+        self.last_loss = float("nan")
+        self._plan: tuple[int, list[list[int]]] | None = None
+
+    # -- setup -----------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Build everything, in dependency order; resume from a checkpoint if one is configured."""
+        cfg = self.cfg
+        cfg.check_paths()
+        # 1. Process group and seeds first: DeepSpeed needs the group, the seed fixes every RNG.
+        self.dist: DistInfo = init_distributed()
+        if cfg.train.torch_threads is not None:
+            torch.set_num_threads(cfg.train.torch_threads)
+        seed_everything(cfg.train.seed)
+        # 2. DeepSpeed JSON before the model: under ZeRO-3, from_pretrained must see it to shard at load.
+        self.ds_config = load_deepspeed_config(
+            cfg.train.deepspeed_config,
+            micro_batch_size=cfg.train.micro_batch_size,
+            grad_accum_steps=cfg.train.grad_accum_steps,
+            lr=cfg.optim.lr,
+            betas=cfg.optim.betas,
+            eps=cfg.optim.eps,
+            weight_decay=cfg.optim.weight_decay,
+            grad_clip=cfg.optim.grad_clip,
+            bf16=self._bf16,
+        )
+        if zero_stage(self.ds_config) == 3:
+            from transformers.integrations import HfDeepSpeedConfig
+
+            self._hf_ds = HfDeepSpeedConfig(self.ds_config)  # must stay alive while the model loads
+        # 3. Tokenizer and model; the processor follows the model config (tokens per image, size).
+        self.tokenizer, model = _load_model(cfg.model)
+        _check_layout(model, self._parent_checkpoint())
+        _check_max_length(cfg.data.max_length, model)
+        self.processor = XMedProcessor.for_model(self.tokenizer, model.config, max_length=cfg.data.max_length)
+        # 4. Freeze / LoRA / gradient checkpointing BEFORE the optimizer sees the parameters.
+        model = _apply_freeze_and_lora(model, cfg.freeze, cfg.lora)
+        if cfg.train.gradient_checkpointing:
+            _enable_gradient_checkpointing(model.get_base_model() if cfg.lora.enabled else model)
+        # 5. Data: train rows, exact token lengths (for grouping and the length check), task index.
+        self.rows = self._load_rows()
+        self.lengths = token_lengths(self.rows, self.processor)
+        self._check_lengths()
+        self._by_task = self._task_index()
+        self.collate = CollateWithIds(SFTCollator(self.tokenizer.pad_token_id))
+        self.total_steps = self._total_steps()
+        # 6. DeepSpeed engine (optimizer from the JSON, our warmup + cosine schedule).
+        self.engine = self._setup_engine(model)
+        # 7. Resume: weights, optimizer, schedule, data position and RNG states.
+        ckpt = find_checkpoint(self.output_dir, cfg.train.resume_from)
+        if ckpt is not None:
+            self.state = load_training_checkpoint(
+                self.engine, ckpt, dist=self.dist, resume_key=self._resume_key()
+            )
+            self.resumed_from = str(ckpt)
+
+    def _parent_checkpoint(self) -> str:
+        m = self.cfg.model
+        return m.checkpoint_dir or f"scratch(tokenizer={m.tokenizer_dir}, architecture={m.architecture})"
+
+    def _load_rows(self) -> list[dict]:
+        d = self.cfg.data
+        rows = [r for r in iter_parquet_rows(d.shards, columns=_COLUMNS) if r["split"] == TRAIN_SPLIT]
+        weights = d.task_weights
+        rows = [r for r in rows if weights.get(r["task"], 1.0) > 0]
+        if not rows:
+            raise ValueError(f"{d.shards}: no '{TRAIN_SPLIT}' rows left (after task_weights {weights})")
+        return rows
+
+    def _check_lengths(self) -> None:
+        limit = self.processor.max_length
+        too_long = [(r["id"], n) for r, n in zip(self.rows, self.lengths, strict=True) if limit and n > limit]
+        if too_long:
+            raise SequenceTooLongError(
+                f"{len(too_long)} '{TRAIN_SPLIT}' rows exceed max_length={limit} tokens, e.g. {too_long[:3]}; "
+                "raise data.max_length (up to the model context) or filter them in curation"
+            )
+
+    def _task_index(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for i, r in enumerate(self.rows):
+            out.setdefault(r["task"], []).append(i)
+        return out
+
+    def _epoch_pool(self, epoch: int) -> list[int]:
+        """Row indices of one epoch: each task repeated ``int(w)`` times + a seeded ``frac(w)`` share."""
+        weights = self.cfg.data.task_weights
+        if not weights:
+            return list(range(len(self.rows)))
+        rng = np.random.default_rng([self.cfg.train.seed, epoch, 7])
+        pool: list[int] = []
+        for task, idx in sorted(self._by_task.items()):
+            w = weights.get(task, 1.0)
+            pool += idx * int(w)
+            extra = round((w - int(w)) * len(idx))
+            if extra:
+                pool += sorted(rng.choice(idx, size=extra, replace=False).tolist())
+        return pool
+
+    def _epoch_plan(self, epoch: int) -> list[list[int]]:
+        """This rank's micro-batches (row indices) of ``epoch``; a pure function of config + epoch."""
+        if self._plan is None or self._plan[0] != epoch:
+            t = self.cfg.train
+            pool = self._epoch_pool(epoch)
+            local = epoch_batches(
+                [self.lengths[i] for i in pool],
+                batch_size=t.micro_batch_size,
+                seed=t.seed,
+                epoch=epoch,
+                group_window=t.group_window if t.group_by_length else None,
+                world_size=self.dist.world_size,
+                rank=self.dist.rank,
+            )
+            self._plan = (epoch, [[pool[i] for i in b] for b in local])
+        return self._plan[1]
+
+    def _total_steps(self) -> int:
+        t = self.cfg.train
+        if t.max_steps is not None:
+            return t.max_steps
+        return t.num_epochs * max(len(self._epoch_plan(0)) // t.grad_accum_steps, 1)
+
+    def _setup_engine(self, model):
+        import deepspeed
+        from torch.optim.lr_scheduler import LambdaLR
+
+        o = self.cfg.optim
+        schedule = functools.partial(
+            warmup_cosine, warmup_steps=o.warmup_steps, total_steps=self.total_steps, min_ratio=o.min_lr_ratio
+        )
+        params = [p for p in model.parameters() if p.requires_grad]
+        engine, *_ = deepspeed.initialize(
+            model=model,
+            model_parameters=params,
+            config=self.ds_config,
+            lr_scheduler=lambda opt: LambdaLR(opt, schedule),
+        )
+        return engine
+
+    def _resume_key(self) -> dict[str, Any]:
+        t = self.cfg.train
+        return {
+            "stage": self.stage,
+            "micro_batch_size": t.micro_batch_size,
+            "grad_accum_steps": t.grad_accum_steps,
+            "seed": t.seed,
+            "world_size": self.dist.world_size,
+            "num_rows": len(self.rows),
+        }
+
+    # -- train -----------------------------------------------------------------------------
+    def _batches(self, epoch: int, start: int) -> Iterator[dict[str, Any]]:
+        plan = self._epoch_plan(epoch)[start:]
+        data = InstructionRows(self.rows, self.processor, self.cfg.data.data_root)
+        return iter(
+            DataLoader(
+                data, batch_sampler=plan, collate_fn=self.collate, num_workers=self.cfg.train.num_workers
+            )
+        )
+
+    def _to_device(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        dtype = torch.bfloat16 if self._bf16 else torch.float32
+        dev = self.engine.device
+        return {
+            k: (v.to(dev, dtype) if v.is_floating_point() else v.to(dev))
+            for k, v in batch.items()
+            if isinstance(v, torch.Tensor)
+        }
+
+    def _forward_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Mean next-token cross-entropy over the answer tokens of one micro-batch."""
+        return self.engine(**self._to_device(batch), loss_only=True).loss
+
+    def _log_params(self) -> None:
+        derived = {
+            "derived.total_steps": self.total_steps,
+            "derived.num_rows": len(self.rows),
+            "derived.trainable_params": sum(
+                p.numel() for p in self.engine.module.parameters() if p.requires_grad
+            ),
+            "derived.world_size": self.dist.world_size,
+            "derived.zero_stage": zero_stage(self.ds_config),
+        }
+        params = {**flatten_params(self.cfg.model_dump(mode="json")), **derived}
+        self.logger.log_params({f"{self.stage}.{k}": v for k, v in params.items()})
+        if self.resumed_from is not None:  # a metric, not a param: a retried run may log it again
+            self.logger.log_metrics(
+                {f"{self.stage}/resumed_from_step": float(self.state.step)}, step=self.state.step
+            )
+
+    def _log(self, losses: list[float], meter: ThroughputMeter) -> dict[str, float]:
+        s, w = self.stage, self.dist.world_size
+        rates = meter.window()
+        metrics = {
+            f"{s}/loss": mean_across_ranks(float(np.mean(losses)), self.dist),
+            f"{s}/lr": float(self.engine.get_lr()[0]),
+            f"{s}/epoch": self.state.epoch
+            + self.state.batch_in_epoch / max(len(self._epoch_plan(self.state.epoch)), 1),
+            f"{s}/samples_per_s": rates["samples_per_s"] * w,
+            f"{s}/tokens_per_s": rates["tokens_per_s"] * w,
+            **system_metrics(),
+        }
+        grad_norm = self.engine.get_global_grad_norm()
+        if grad_norm is not None:
+            metrics[f"{s}/grad_norm"] = float(grad_norm)
+        if self.dist.is_main:
+            self.logger.log_metrics(metrics, step=self.state.step)
+        return metrics
+
+    def _save_state(self) -> None:
+        save_training_checkpoint(
+            self.engine,
+            self.output_dir,
+            self.state,
+            dist=self.dist,
+            resume_key=self._resume_key(),
+            keep=self.cfg.train.keep_checkpoints,
+        )
+
+    def train(self) -> TrainResult:
+        """Run optimizer steps until ``total_steps``; log every ``log_every``, checkpoint every ``save_every``.
+
+        Returns:
+            A :class:`TrainResult` (``model_dir`` is None until :meth:`save_checkpoint`).
+
+        Raises:
+            NonFiniteLossError: the loss of a micro-batch is NaN/Inf (names the step and record ids).
+        """
+        cfg, st, engine = self.cfg.train, self.state, self.engine
+        if self.dist.is_main:
+            self._log_params()
+        meter, losses, metrics = ThroughputMeter(), [], {}
+        bar = tqdm(
+            total=self.total_steps,
+            initial=st.step,
+            desc=self.stage,
+            disable=not (cfg.progress_bar and self.dist.is_main),
+        )
+        engine.train()
+        while st.step < self.total_steps:
+            for batch in self._batches(st.epoch, st.batch_in_epoch):
+                ids = batch.pop("ids")
+                loss = self._forward_loss(batch)
+                losses.append(
+                    check_finite_loss(loss, stage=self.stage, step=st.step + 1, batch_ids=ids, dist=self.dist)
+                )
+                boundary = engine.is_gradient_accumulation_boundary()
+                engine.backward(loss)
+                engine.step()
+                n_tokens = int(batch["attention_mask"].sum())
+                st.micro_step, st.batch_in_epoch = st.micro_step + 1, st.batch_in_epoch + 1
+                st.samples, st.tokens = st.samples + len(ids), st.tokens + n_tokens
+                meter.update(len(ids), n_tokens)
+                if not boundary:
+                    continue
+                st.step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{engine.get_lr()[0]:.2e}")
+                if st.step % cfg.log_every == 0 or st.step == self.total_steps:
+                    metrics = self._log(losses, meter)
+                    self.last_loss, losses = metrics[f"{self.stage}/loss"], []
+                if st.step % cfg.save_every == 0:
+                    self._save_state()
+                if st.step >= self.total_steps:
+                    break
+            else:  # the epoch ran out before total_steps: next epoch
+                st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+        bar.close()
+        overall = meter.overall()
+        return TrainResult(
+            stage=self.stage,
+            output_dir=str(self.output_dir),
+            model_dir=None,
+            steps=st.step,
+            final_loss=self.last_loss,
+            samples_per_s=overall["samples_per_s"] * self.dist.world_size,
+            tokens_per_s=overall["tokens_per_s"] * self.dist.world_size,
+            wall_s=overall["wall_s"],
+            num_examples=len(self._epoch_pool(0)),
+            resumed_from=self.resumed_from,
+            metrics=metrics,
+        )
+
+    # -- final model -------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        """Save ``<output_dir>/model`` (safetensors + tokenizer + ``xmed_provenance.json``)."""
+        p = self.cfg.provenance
+        provenance = {
+            "stage": self.stage,
+            "parent_checkpoint": self._parent_checkpoint(),
+            "data_version": p.data_version,
+            "dagster_run_id": p.dagster_run_id,
+            "data": self.cfg.data.model_dump(mode="json"),
+            "steps": self.state.step,
+            "final_loss": self.last_loss,
+            "resumed_from": self.resumed_from,
+            "config": self.cfg.model_dump(mode="json"),
+        }
+        return save_hf_model(
+            self.engine,
+            self.tokenizer,
+            self.output_dir / "model",
+            dist=self.dist,
+            provenance=provenance,
+            merge_lora=self.cfg.lora.enabled,
+        )
+
+    def cleanup(self) -> None:
+        """Drop the engine and free memory (the process group stays for the next recipe)."""
+        self.engine = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def run_sft(cfg: SFTConfig, logger: MetricLogger | None = None) -> TrainResult:
+    """Set up, train, save the final model, clean up: the entry point of the Dagster asset.
+
+    Args:
+        cfg: validated SFT config (``provenance`` filled by the caller).
+        logger: metrics backend (e.g. ``MlflowLogger()`` inside the asset's MLflow run).
+
+    Returns:
+        The :class:`TrainResult` with ``model_dir`` set.
+    """
+    recipe = SFTRecipe(cfg, logger)
+    try:
+        recipe.setup()
+        result = recipe.train()
+        return replace(result, model_dir=str(recipe.save_checkpoint()))
+    finally:
+        recipe.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: ``python -m model.recipes.sft --config <yaml|profile> [--set key=value ...]``."""
+    ap = argparse.ArgumentParser(description="XMed stage 1: supervised instruction tuning")
+    ap.add_argument("--config", required=True, help="recipe YAML or profile name (ci, demo, prod)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    args, _ = ap.parse_known_args(argv)  # the deepspeed launcher appends --local_rank
+    result = run_sft(load_recipe_config("sft", args.config, args.set))
+    print(f"sft: {result.steps} steps, final loss {result.final_loss:.4f}, model at {result.model_dir}")
+
+
+if __name__ == "__main__":
+    main()

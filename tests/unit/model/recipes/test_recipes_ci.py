@@ -1,0 +1,249 @@
+"""A tiny end-to-end run of each recipe on the ci profile (shipped ci YAML, tiny world, tiny model).
+
+Each run asserts what could break: the loss is finite, trainable parameters changed, the final
+folder loads with ``from_pretrained`` and carries the provenance, metrics (loss, lr, throughput,
+system) were logged, and checkpoints landed in ``checkpoints/step_N``. A NaN injected into the loss
+stops the run with a clear error and leaves no checkpoint for that step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from model.recipes import ListLogger, NonFiniteLossError
+from model.recipes.audio import AudioRecipe, run_audio
+from model.recipes.dpo import PAIR_SCHEMA, DPORecipe, NoPreferencePairsError, run_dpo
+from model.recipes.reasoning_sft import ReasoningSFTRecipe
+from model.recipes.sft import SFTRecipe, main, run_sft, token_lengths
+from model.tokenizer import load_tokenizer
+from model.vlm import XMedVLMForConditionalGeneration, build_tiny_vlm_for_tokenizer, read_architecture
+from tests.unit.model.recipes._world import CharF1Scorer, fake_reasoning_builder, sft_config, stage_config
+
+
+def _run(recipe):
+    try:
+        recipe.setup()
+        result = recipe.train()
+        result.model_dir = str(recipe.save_checkpoint())
+        return result
+    finally:
+        recipe.cleanup()
+
+
+def _weights(model_dir) -> dict[str, torch.Tensor]:
+    return load_file(f"{model_dir}/model.safetensors")
+
+
+def _changed(before: dict, after: dict, prefix: str) -> bool:
+    return any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix))
+
+
+def test_sft_ci_end_to_end(world, tmp_path):
+    logger = ListLogger()
+    result = run_sft(sft_config(world, tmp_path / "sft"), logger)
+    assert result.steps == 6 and math.isfinite(result.final_loss)
+    assert result.num_examples == 24  # the val row is not trained on
+    assert result.samples_per_s > 0 and result.tokens_per_s > result.samples_per_s
+    model = XMedVLMForConditionalGeneration.from_pretrained(result.model_dir)
+    assert model.config.vision_config.image_size == 32
+    prov = json.loads((tmp_path / "sft" / "model" / "xmed_provenance.json").read_text())
+    assert prov["stage"] == "sft" and prov["steps"] == 6 and "scratch" in prov["parent_checkpoint"]
+    assert sorted(p.name for p in (tmp_path / "sft" / "checkpoints").glob("step_*")) == ["step_3", "step_6"]
+    steps = [s for s, _ in logger.series("sft/loss")]
+    assert steps == [2, 4, 6]
+    last = logger.metrics[-1][1]
+    for key in (
+        "sft/lr",
+        "sft/samples_per_s",
+        "sft/tokens_per_s",
+        "sft/grad_norm",
+        "system/cpu_percent",
+        "system/rss_mb",
+    ):
+        assert key in last
+    assert logger.params["sft.train.micro_batch_size"] == 4 and logger.params["sft.derived.total_steps"] == 6
+    lrs = [v for _, v in logger.series("sft/lr")]
+    assert lrs == sorted(lrs, reverse=True)  # cosine decay after the 1-step warmup
+
+
+def test_token_lengths_match_the_processor(world, tmp_path):
+    recipe = SFTRecipe(sft_config(world, tmp_path / "len"))
+    recipe.setup()
+    try:
+        for row, n in zip(recipe.rows, recipe.lengths, strict=True):
+            assert len(recipe.processor.encode_example(row, world.data_root)["input_ids"]) == n
+    finally:
+        recipe.cleanup()
+    assert token_lengths([], recipe.processor) == []
+
+
+def test_sft_nan_loss_stops_without_checkpoint(world, tmp_path, monkeypatch):
+    real = SFTRecipe._forward_loss
+    calls = {"n": 0}
+
+    def poisoned(self, batch):
+        calls["n"] += 1
+        loss = real(self, batch)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(SFTRecipe, "_forward_loss", poisoned)
+    out = tmp_path / "nan"
+    recipe = SFTRecipe(sft_config(world, out, "train.save_every=1"))
+    recipe.setup()
+    try:
+        with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 3 on batch ids \['P0") as err:
+            recipe.train()
+    finally:
+        recipe.cleanup()
+    assert err.value.step == 3 and len(err.value.batch_ids) == 4
+    assert isinstance(err.value, FloatingPointError)
+    assert sorted(p.name for p in (out / "checkpoints").glob("step_*")) == ["step_1", "step_2"]
+    assert not (out / "model").exists()
+
+
+def test_sft_cli_main(world, tmp_path, capsys):
+    cfg = sft_config(world, tmp_path / "cli", "train.max_steps=2", "train.save_every=2")
+    path = tmp_path / "sft.yaml"
+    path.write_text(json.dumps(cfg.model_dump(mode="json")))  # JSON is YAML
+    main(["--config", str(path), "--set", "train.log_every=1"])
+    assert "sft: 2 steps" in capsys.readouterr().out
+    assert (tmp_path / "cli" / "model" / "model.safetensors").is_file()
+
+
+def test_sft_lora_and_gradient_checkpointing(world, tmp_path):
+    cfg = sft_config(
+        world,
+        tmp_path / "lora",
+        "lora.enabled=true",
+        "lora.rank=4",
+        "train.gradient_checkpointing=true",
+        "freeze.vision=true",
+        "train.max_steps=2",
+        "train.save_every=2",
+    )
+    result = _run(SFTRecipe(cfg))
+    assert math.isfinite(result.final_loss)
+    # adapters were merged: the folder is a plain model whose q_proj moved and whose vision did not
+    weights = _weights(result.model_dir)
+    assert not any("lora" in k for k in weights)
+    init = build_tiny_vlm_for_tokenizer(
+        load_tokenizer(world.tokenizer_dir), seed=0, **read_architecture(world.architecture)[0]
+    ).state_dict()
+    q = "language_model.model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(init[q], weights[q])
+    assert all(torch.equal(init[k], weights[k]) for k in weights if k.startswith("vision_tower."))
+    # the LLM trained only through adapters: its norms (not adapted) are untouched
+    norm = "language_model.model.norm.weight"
+    assert torch.equal(init[norm], weights[norm])
+
+
+def test_reasoning_sft_ci_end_to_end(world, tmp_path):
+    logger = ListLogger()
+    cfg = stage_config("reasoning_sft", world, tmp_path / "rs")
+    result = _run(ReasoningSFTRecipe(cfg, logger, build_dataset=fake_reasoning_builder))
+    assert result.stage == "reasoning_sft" and result.steps == 4 and math.isfinite(result.final_loss)
+    assert result.num_examples == 5  # the five train images of the manifest
+    assert logger.artifacts == [str(tmp_path / "rs" / "reasoning_train.parquet")]
+    assert logger.params["reasoning_sft.dataset.num_rows"] == 5  # the builder's summary
+    assert [s for s, _ in logger.series("reasoning_sft/loss")] == [2, 4]
+    prov = json.loads((tmp_path / "rs" / "model" / "xmed_provenance.json").read_text())
+    assert prov["stage"] == "reasoning_sft" and prov["parent_checkpoint"] == str(world.checkpoint)
+    assert _changed(_weights(world.checkpoint), _weights(result.model_dir), "language_model.")
+
+
+def test_dpo_ci_end_to_end(world, tmp_path):
+    logger = ListLogger()
+    cfg = stage_config("dpo", world, tmp_path / "dpo")
+    result = _run(DPORecipe(cfg, logger, scorer=CharF1Scorer(), build_dataset=fake_reasoning_builder))
+    pairs = pq.read_table(tmp_path / "dpo" / "preference_pairs.parquet")
+    assert pairs.schema.equals(PAIR_SCHEMA)
+    rows = pairs.to_pylist()
+    assert rows and all(r["chosen_score"] > r["rejected_score"] for r in rows)
+    assert all(r["images"] and r["prompt"].startswith("<image>\n") for r in rows)
+    assert result.num_examples == len(rows) and result.steps == 2
+    first_loss = logger.series("dpo/loss")[0]
+    assert first_loss[0] == 1 and first_loss[1] == pytest.approx(math.log(2), abs=1e-5)  # policy == reference
+    assert "dpo/rewards_accuracy" in logger.metrics[-1][1]
+    assert logger.series("dpo/pairs")[0][1] == len(rows)
+    assert str(tmp_path / "dpo" / "preference_pairs.parquet") in logger.artifacts
+    assert _changed(_weights(world.checkpoint), _weights(result.model_dir), "language_model.")
+
+
+class _Constant:
+    def score(self, answer: str, reference: str) -> float:
+        return 0.5
+
+
+def test_dpo_all_ties_raise_below_min_pairs(world, tmp_path):
+    cfg = stage_config(
+        "dpo", world, tmp_path / "tie", "data.max_prompts=2", "sampling.max_new_tokens=4", "data.min_pairs=1"
+    )
+    recipe = DPORecipe(cfg, ListLogger(), scorer=_Constant(), build_dataset=fake_reasoning_builder)
+    with pytest.raises(NoPreferencePairsError, match="0 of 2 prompts"):
+        recipe.setup()
+    recipe.cleanup()
+
+
+def test_dpo_all_ties_with_min_pairs_zero_saves_the_model_unchanged(world, tmp_path):
+    logger = ListLogger()
+    cfg = stage_config(
+        "dpo", world, tmp_path / "tie0", "data.max_prompts=2", "sampling.max_new_tokens=4", "data.min_pairs=0"
+    )
+    result = _run(DPORecipe(cfg, logger, scorer=_Constant(), build_dataset=fake_reasoning_builder))
+    assert result.steps == 0 and result.num_examples == 0 and math.isnan(result.final_loss)
+    assert logger.series("dpo/pairs") == [(0, 0.0)]
+    before, after = _weights(world.checkpoint), _weights(result.model_dir)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_audio_ci_end_to_end(world, tmp_path):
+    logger = ListLogger()
+    result = run_audio(stage_config("audio", world, tmp_path / "audio"), logger)
+    assert result.steps == 4 and math.isfinite(result.final_loss)
+    assert result.num_examples == 10  # 5 train images x 2 spoken queries
+    assert logger.params["audio.derived.trainable_params"] > 0
+    model = XMedVLMForConditionalGeneration.from_pretrained(result.model_dir)
+    assert model.audio_encoder is not None
+
+
+def test_dpo_run_function_uses_given_scorer(world, tmp_path, monkeypatch):
+    from model.recipes import dpo
+
+    monkeypatch.setattr(dpo, "default_dataset_builder", lambda: fake_reasoning_builder)
+    cfg = stage_config(
+        "dpo", world, tmp_path / "run", "train.max_steps=1", "train.save_every=1", "data.max_prompts=3"
+    )
+    result = run_dpo(cfg, ListLogger(), scorer=CharF1Scorer())
+    assert result.model_dir == str(tmp_path / "run" / "model") and result.steps == 1
+
+
+def test_recipes_reject_the_wrong_config(world, tmp_path):
+    cfg = sft_config(world, tmp_path / "x")
+    for recipe in (AudioRecipe, DPORecipe, ReasoningSFTRecipe):
+        with pytest.raises(TypeError, match="needs a"):
+            recipe(cfg)
+
+
+def test_task_weights_reshape_the_epoch(world, tmp_path):
+    cfg = sft_config(
+        world, tmp_path / "mix", "data.task_weights={single_label: 2.0, vqa_closed: 0.5, guardrail: 0}"
+    )
+    recipe = SFTRecipe(cfg)
+    recipe.setup()
+    try:
+        counts = {}
+        for i in recipe._epoch_pool(0):
+            counts[recipe.rows[i]["task"]] = counts.get(recipe.rows[i]["task"], 0) + 1
+        # 6 rows per task in the tiny world: x2, a seeded half, dropped, unchanged
+        assert counts == {"single_label": 12, "vqa_closed": 3, "region_detection": 6}
+        assert recipe._epoch_pool(0) == recipe._epoch_pool(0)  # a pure function of (seed, epoch)
+        planned = sorted(i for b in recipe._epoch_plan(0) for i in b)
+        assert planned == sorted(recipe._epoch_pool(0))
+    finally:
+        recipe.cleanup()
