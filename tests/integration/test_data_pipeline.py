@@ -113,8 +113,8 @@ def test_failed_gate_blocks_downstream(tmp_path):
     victim = sorted((root / "data/ci/raw/images").rglob("*.png"))[0]
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) * 2 // 3])
-    result = _run_data_job(
-        root, instance, asset_selection=[dg.AssetKey("image_manifest"), dg.AssetKey("curated_dataset")],
+    result = run_job(
+        root, instance, "data_pipeline", asset_selection=[dg.AssetKey("image_manifest"), dg.AssetKey("curated_dataset")],
         raise_on_error=False,
     )
     checks = {

@@ -15,7 +15,10 @@ SCRIPT = ROOT / "scripts" / "gpu_smoke.py"
 
 
 def _run(*args: str, timeout: int) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    # a fresh single-process world: this pytest process may hold a rendezvous port of its own
+    dist_vars = {"MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"}
+    env = {k: v for k, v in os.environ.items() if k not in dist_vars}
+    env.update(HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
     return subprocess.run(
         [sys.executable, str(SCRIPT), *args],
         check=False,

@@ -101,7 +101,11 @@ def test_overrides_are_typed_and_nested():
         ("sft", ["train.micro_batch_size=0"], "greater than or equal to 1"),
         ("sft", ["model.tokenizer_dir=/t"], "EITHER checkpoint_dir"),
         ("sft", ["model.checkpoint_dir=null"], "EITHER checkpoint_dir"),
-        ("sft", ["model.checkpoint_dir=null", "model.tokenizer_dir=/t"], "needs both tokenizer_dir and architecture"),
+        (
+            "sft",
+            ["model.checkpoint_dir=null", "model.tokenizer_dir=/t"],
+            "needs both tokenizer_dir and architecture",
+        ),
         ("sft", ["lora.enabled=true", "freeze.llm=true"], "freeze.llm=True"),
         ("sft", ["freeze.vision=true", "freeze.projector=true", "freeze.llm=true"], "nothing would train"),
         ("sft", ["optim.warmup_steps=6"], "never reach the peak"),
