@@ -16,7 +16,7 @@ from typing import Any
 
 from model.data.io import atomic_dir, iter_parquet_rows
 
-__all__ = ["train_split_texts", "build_base_model", "weights_digest"]
+__all__ = ["build_base_model", "train_split_texts", "weights_digest"]
 
 
 def train_split_texts(shards_dir: str | os.PathLike) -> Iterator[str]:

@@ -96,7 +96,11 @@ def _split_reserved(texts: Iterable[str]) -> Iterator[str]:
 
 
 def train_tokenizer(
-    texts: Iterable[str], *, vocab_size: int, out_dir: str | os.PathLike | None = None
+    texts: Iterable[str],
+    *,
+    vocab_size: int,
+    out_dir: str | os.PathLike | None = None,
+    coordinate_tokens: bool = True,
 ) -> PreTrainedTokenizerFast:
     """Train the byte-level BPE tokenizer and add the reserved and coordinate tokens.
 
@@ -107,6 +111,8 @@ def train_tokenizer(
             are byte symbols already), so ``len(tok) == vocab_size + 991`` when the corpus
             supports that many merges (fewer otherwise).
         out_dir: if given, ``save_pretrained`` there atomically.
+        coordinate_tokens: add the coordinate tokens (False: numbers stay BPE digit pieces, for
+            the localisation ablation only; the platform's models always have them).
 
     Returns:
         The wrapped tokenizer with the chat template set.
@@ -130,7 +136,10 @@ def train_tokenizer(
     # grounding tokens normal so that decode(skip_special_tokens=True) keeps them.
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in GROUNDING_TOKENS])
-    tok.add_tokens([AddedToken(str(v), special=False, normalized=False) for v in range(COORDINATE_MAX + 1)])
+    if coordinate_tokens:
+        tok.add_tokens(
+            [AddedToken(str(v), special=False, normalized=False) for v in range(COORDINATE_MAX + 1)]
+        )
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<s>",

@@ -11,9 +11,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["TextBox", "to_normalised", "to_pixels", "format_ref_boxes", "format_boxes", "parse_boxes", "BoxFormatError"]
+__all__ = ["BoxFormatError", "TextBox", "format_boxes", "format_ref_boxes", "parse_boxes", "to_normalised", "to_pixels"]
 
-_REF_BOX = re.compile(r"(?:<ref>(?P<name>.*?)</ref>)?\s*<box>(?P<body>.*?)</box>", re.S)
+_REF_BOX = re.compile(r"(?:<ref>(?P<name>.*?)</ref>)?\s*<box>(?P<body>.*?)</box>", re.DOTALL)
 _ONE = re.compile(r"\[\s*(-?\d+)\s*,\s*(-?\d+)\s*,\s*(-?\d+)\s*,\s*(-?\d+)\s*\]")
 
 

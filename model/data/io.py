@@ -23,14 +23,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 __all__ = [
+    "ShardedParquetWriter",
+    "assign_split",
     "atomic_dir",
     "atomic_file",
-    "ShardedParquetWriter",
     "iter_parquet_rows",
     "parquet_files",
-    "assign_split",
-    "sha256_file",
     "sha256_bytes",
+    "sha256_file",
 ]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-__all__ = ["manifest_preview", "instruction_preview", "markdown_table"]
+__all__ = ["instruction_preview", "manifest_preview", "markdown_table"]
 
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:

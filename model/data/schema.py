@@ -19,30 +19,30 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pyarrow as pa
 
 __all__ = [
-    "MODALITIES",
-    "SPLITS",
-    "SITE_ROLES",
-    "TASKS",
-    "SEVERITIES",
-    "SchemaError",
-    "Region",
-    "Lesion",
-    "VQAItem",
-    "MCQItem",
-    "SpokenQuery",
-    "ImageRecord",
-    "PatientRecord",
-    "Turn",
-    "InstructionRecord",
     "IMAGE_SCHEMA",
-    "PATIENT_SCHEMA",
     "INSTRUCTION_SCHEMA",
+    "MODALITIES",
+    "PATIENT_SCHEMA",
+    "SEVERITIES",
+    "SITE_ROLES",
+    "SPLITS",
+    "TASKS",
+    "ImageRecord",
+    "InstructionRecord",
+    "Lesion",
+    "MCQItem",
+    "PatientRecord",
+    "Region",
+    "SchemaError",
+    "SpokenQuery",
+    "Turn",
+    "VQAItem",
 ]
 
 #: Imaging modalities the platform knows. Importers map source-specific names onto these.

@@ -22,7 +22,10 @@ from typing import ClassVar
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-__all__ = ["XMedVLMConfig", "XMedVisionConfig"]
+__all__ = ["POSITION_EMBEDDINGS", "XMedVLMConfig", "XMedVisionConfig"]
+
+#: Kinds of vision-token position embedding.
+POSITION_EMBEDDINGS: tuple[str, ...] = ("sincos2d", "learned", "none")
 
 
 class XMedVisionConfig(PreTrainedConfig):
@@ -40,6 +43,9 @@ class XMedVisionConfig(PreTrainedConfig):
         intermediate_size: MLP width of those layers.
         layer_norm_eps: LayerNorm epsilon.
         initializer_range: std of the normal initialisation of linear layers.
+        position_embedding: ``sincos2d`` (fixed 2D sin-cos, the default), ``learned`` (a trained
+            table, as a plain ViT/LLaVA) or ``none``; the alternatives exist for the localisation
+            ablation (``benchmarks/localisation_ablation.py``).
     """
 
     model_type = "xmed_vision"
@@ -55,6 +61,7 @@ class XMedVisionConfig(PreTrainedConfig):
     intermediate_size: int = 128
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
+    position_embedding: str = "sincos2d"
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -65,6 +72,11 @@ class XMedVisionConfig(PreTrainedConfig):
                 f"XMedVisionConfig: image_size={self.image_size} must equal "
                 "grid_size * 2**len(stem_channels) "
                 f"= {self.grid_size} * 2**{stages}; add or remove stem stages or change grid_size"
+            )
+        if self.position_embedding not in POSITION_EMBEDDINGS:
+            raise ValueError(
+                f"XMedVisionConfig: position_embedding={self.position_embedding!r} is not one of "
+                f"{POSITION_EMBEDDINGS}"
             )
         if self.hidden_size % 4:
             raise ValueError(

@@ -127,12 +127,22 @@ class XMedVisionTower(nn.Module):
             for _ in range(config.num_hidden_layers)
         )
         self.post_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.position_table = None
+        if config.position_embedding == "learned":
+            self.position_table = nn.Parameter(torch.zeros(config.grid_size**2, config.hidden_size))
+
+    def _positions(self, x: torch.Tensor) -> torch.Tensor | float:
+        kind = self.config.position_embedding
+        if kind == "sincos2d":
+            return sincos_2d(self.config.grid_size, self.config.hidden_size, device=x.device, dtype=x.dtype)
+        if kind == "learned":
+            return self.position_table.to(x.dtype)
+        return 0.0
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Encode images into grid tokens."""
         x = self.stem(pixel_values).flatten(2).transpose(1, 2)  # (N, grid*grid, D)
-        pos = sincos_2d(self.config.grid_size, self.config.hidden_size, device=x.device, dtype=x.dtype)
-        x = self.pre_norm(x) + pos
+        x = self.pre_norm(x) + self._positions(x)
         for layer in self.layers:
             x = layer(x)
         return self.post_norm(x)
@@ -520,6 +530,7 @@ def build_tiny_vlm(
     audio_seconds: int = 6,
     audio_pool: int = 6,
     tie_word_embeddings: bool = False,
+    position_embedding: str = "sincos2d",
     seed: int | None = None,
 ) -> XMedVLMForConditionalGeneration:
     """A randomly initialised tiny XMed VLM (Llama LM, conv+ViT vision tower, optional Whisper).
@@ -548,6 +559,7 @@ def build_tiny_vlm(
         audio_seconds: audio clip length (``max_source_positions = 50 * seconds``).
         audio_pool: encoder frames per audio token.
         tie_word_embeddings: share the LLM input and output embeddings.
+        position_embedding: vision-token positions, ``sincos2d`` (fixed), ``learned`` or ``none``.
         seed: seed the initialisation (the global RNG state is restored afterwards).
     """
     stages = round(math.log2(image_size / grid))
@@ -574,6 +586,7 @@ def build_tiny_vlm(
         num_hidden_layers=vision_layers,
         num_attention_heads=heads,
         intermediate_size=2 * vision_hidden,
+        position_embedding=position_embedding,
     )
     audio = None
     if with_audio:
@@ -603,8 +616,14 @@ def build_tiny_vlm(
     return model
 
 
+def _has_coordinate_tokens(tokenizer) -> bool:
+    """True when "1000" is one token (tokenizers trained with coordinate tokens)."""
+    tid = tokenizer.convert_tokens_to_ids("1000")
+    return tid is not None and tid != getattr(tokenizer, "unk_token_id", None)
+
+
 def build_tiny_vlm_for_tokenizer(
-    tokenizer, *, seed: int | None = None, **architecture
+    tokenizer, *, seed: int | None = None, smooth_coordinates: bool = True, **architecture
 ) -> XMedVLMForConditionalGeneration:
     """:func:`build_tiny_vlm` with the vocabulary size and token ids read from ``tokenizer``.
 
@@ -613,6 +632,8 @@ def build_tiny_vlm_for_tokenizer(
     Args:
         tokenizer: a tokenizer from :func:`model.tokenizer.train_tokenizer`.
         seed: initialisation seed.
+        smooth_coordinates: initialise the coordinate-token rows from a smooth function of their
+            value (False keeps the random initialisation; for the localisation ablation).
         **architecture: the remaining :func:`build_tiny_vlm` arguments (e.g. the ``architecture``
             block of ``model/configs/model/<profile>.yaml``, see :func:`read_architecture`).
     """
@@ -625,7 +646,8 @@ def build_tiny_vlm_for_tokenizer(
     if architecture.get("with_audio"):
         ids["audio_token_id"] = tokenizer.convert_tokens_to_ids("<audio>")
     model = build_tiny_vlm(vocab_size=len(tokenizer), seed=seed, **ids, **architecture)
-    init_coordinate_embeddings(model, tokenizer)
+    if smooth_coordinates and _has_coordinate_tokens(tokenizer):
+        init_coordinate_embeddings(model, tokenizer)
     return model
 
 

@@ -172,3 +172,10 @@ def test_cli_reads_vocab_size_from_model_config(tmp_path):
     tok = load_tokenizer(tmp_path / "tok")
     assert len(tok.backend_tokenizer.get_vocab(with_added_tokens=False)) <= 290
     assert tok("347", add_special_tokens=False)["input_ids"] == [coordinate_token_ids(tok)[347]]
+
+
+def test_tokenizer_without_coordinate_tokens_keeps_digit_pieces():
+    plain = train_tokenizer(CORPUS * 20, vocab_size=320, coordinate_tokens=False)
+    assert plain.convert_tokens_to_ids("347") == plain.unk_token_id
+    assert len(plain("347", add_special_tokens=False)["input_ids"]) > 1
+    assert plain.decode(plain("[[120, 340]]", add_special_tokens=False)["input_ids"]) == "[[120, 340]]"

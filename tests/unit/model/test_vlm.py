@@ -311,3 +311,39 @@ def test_read_architecture_rejects_unknown_keys(tmp_path):
     bad.write_text("tokenizer: {vocab_size: 10}\narchitecture: {grid: 8, vocab_size: 5}\n")
     with pytest.raises(ValueError, match="vocab_size"):
         read_architecture(bad)
+
+
+# ------------------------------------------------------------- design switches (localisation ablation)
+
+
+@pytest.mark.parametrize("kind", ["learned", "none"])
+def test_position_embedding_alternatives(tok, proc, root, kind):
+    m = tiny(tok, position_embedding=kind)
+    assert m.config.vision_config.position_embedding == kind
+    has_table = any(n.endswith("position_table") for n, _ in m.named_parameters())
+    assert has_table == (kind == "learned")
+    pixels = torch.randn(2, 3, 32, 32)
+    feats = m.vision_tower(pixels)
+    default = tiny(tok).vision_tower(pixels)  # same seed, same stem: only the positions differ
+    assert feats.shape == default.shape and not torch.allclose(feats, default)
+
+
+def test_unknown_position_embedding_is_rejected(tok):
+    with pytest.raises(ValueError, match="position_embedding='rope'"):
+        tiny(tok, position_embedding="rope")
+
+
+def test_coordinate_init_can_be_left_random(tok):
+    smooth = build_tiny_vlm_for_tokenizer(tok, seed=0, **_FOR_TOK)
+    rough = build_tiny_vlm_for_tokenizer(tok, seed=0, smooth_coordinates=False, **_FOR_TOK)
+    ids = coordinate_token_ids(tok)
+    e_s, e_r = smooth.get_input_embeddings().weight, rough.get_input_embeddings().weight
+    assert not torch.allclose(e_s[ids], e_r[ids])
+    other = [i for i in range(len(tok)) if i not in set(ids)]
+    assert torch.equal(e_s[other], e_r[other])
+
+
+_FOR_TOK = {
+    "image_size": 32, "grid": 4, "vision_hidden": 32, "vision_layers": 1, "text_hidden": 32,
+    "text_layers": 1, "heads": 2, "intermediate": 64, "max_positions": 256,
+}  # fmt: skip
