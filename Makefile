@@ -16,7 +16,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: setup run test test-all ui mlflow-ui bench clean-data
+.PHONY: setup run train evaluate learning-table test test-all ui mlflow-ui bench clean-data
 
 setup: $(VENV)/.stamp $(DVC_VENV)/.stamp $(DAGSTER_HOME)/dagster.yaml .sysdeps.stamp
 
@@ -44,6 +44,22 @@ run: setup
 	XMED_PROFILE=$(PROFILE) $(VENV)/bin/dagster asset materialize -m orchestration.definitions --select 'group:data'
 	@XMED_PROFILE=$(PROFILE) $(PY) -m orchestration.where
 
+## train: the training pipeline (base model -> sft -> reasoning sft -> dpo -> audio) on $(PROFILE)
+train: setup
+	XMED_PROFILE=$(PROFILE) $(VENV)/bin/dagster job execute -m orchestration.definitions -j training_pipeline
+
+## evaluate: the prognostic studies of the trained assistant, one partition per study
+evaluate: setup
+	for s in ncctg lung_tki nsclc gbm; do \
+	  XMED_PROFILE=$(PROFILE) $(VENV)/bin/dagster asset materialize -m orchestration.definitions \
+	    --select prognosis_studies --partition $$s || exit 1; done
+
+## learning-table: held-out score per task family: majority answer, base model and every stage
+learning-table: setup
+	$(PY) -m validation.learning_report --shards data/$(PROFILE)/curated/shards --data-root data/$(PROFILE) \
+	  --manifest data/$(PROFILE)/manifest --out runs/$(PROFILE)/evaluation/learning \
+	  $(foreach s,base_model sft reasoning_sft dpo audio,--checkpoint $(s)=runs/$(PROFILE)/$(s)/model)
+
 ## test: the default test tier (unit + integration on the ci profile)
 test: setup
 	$(VENV)/bin/pytest -m "not slow and not gpu" -q
@@ -64,6 +80,8 @@ mlflow-ui: setup
 bench: setup
 	$(PY) benchmarks/curation_bench.py
 	$(PY) benchmarks/gx_bench.py
+	$(PY) benchmarks/survival_bench.py --root data/demo
+	$(PY) benchmarks/training_bench.py
 
 clean-data:
 	rm -rf data .dvcstore .mlflow .dagster gx/uncommitted

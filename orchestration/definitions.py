@@ -10,9 +10,9 @@ import os
 
 import dagster as dg
 
-from assets import data, training
+from assets import data, evaluation, training
 from orchestration.executors import build_executor
-from orchestration.jobs import data_job, training_job
+from orchestration.jobs import data_job, prognosis_job, training_job
 from orchestration.profiles import Profile, load_profile
 from orchestration.resources import build_resources
 from orchestration.sensors import data_version_sensor
@@ -23,9 +23,9 @@ __all__ = ["make_definitions", "defs"]
 def make_definitions(profile: Profile) -> dg.Definitions:
     """All assets, checks, jobs and sensors, with the resources and executor of ``profile``."""
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([data, training]),
-        asset_checks=dg.load_asset_checks_from_modules([data, training]),
-        jobs=[data_job, training_job],
+        assets=dg.load_assets_from_modules([data, training, evaluation]),
+        asset_checks=dg.load_asset_checks_from_modules([data, training, evaluation]),
+        jobs=[data_job, training_job, prognosis_job],
         sensors=[data_version_sensor],
         resources=build_resources(profile),
         executor=build_executor(profile),

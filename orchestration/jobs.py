@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-__all__ = ["data_job", "training_job"]
+from assets.evaluation import PROGNOSIS_STUDIES
+
+__all__ = ["data_job", "prognosis_job", "training_job"]
 
 #: Reproduce the data stages and run their quality gates.
 data_job = dg.define_asset_job(
@@ -18,4 +20,12 @@ training_job = dg.define_asset_job(
     "training_pipeline",
     selection=dg.AssetSelection.groups("training"),
     description="base model -> sft -> reasoning sft -> dpo -> audio, each on DeepSpeed with MLflow logging",
+)
+
+#: One prognostic study (a partition) of the evaluated checkpoint, with its power check.
+prognosis_job = dg.define_asset_job(
+    "prognosis_pipeline",
+    selection=dg.AssetSelection.assets("prognosis_studies"),
+    partitions_def=PROGNOSIS_STUDIES,
+    description="landmark survival studies: assistant vs task-specific vs clinical Cox, internal and external",
 )

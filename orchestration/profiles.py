@@ -47,6 +47,19 @@ class RetrySettings(_Strict):
     delay_s: float = Field(ge=0)
 
 
+class EvaluationSettings(_Strict):
+    """How checkpoints are judged (benchmarks, prognostic studies)."""
+
+    checkpoint_stage: Literal["sft", "reasoning_sft", "dpo", "audio"] = Field(
+        "audio", description="the training stage whose model is the assistant under evaluation"
+    )
+    n_boot: int = Field(2000, ge=100, description="bootstrap resamples of every confidence interval")
+    per_family: int = Field(150, ge=1, description="held-out items per task family")
+    studies: tuple[str, ...] = Field(
+        ("ncctg", "lung_tki", "nsclc", "gbm"), description="prognostic studies (partitions of prognosis_studies)"
+    )
+
+
 class Profile(_Strict):
     """A validated deployment profile."""
 
@@ -57,6 +70,7 @@ class Profile(_Strict):
     gx_root: str
     executor: ExecutorSettings
     retry: RetrySettings
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     root: str = Field(description="repository root the profile was resolved against")
 
 

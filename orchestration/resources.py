@@ -27,7 +27,7 @@ import yaml
 from orchestration.profiles import Profile, load_data_params
 from orchestration.training import TrainingResource
 
-__all__ = ["PathsResource", "MlflowResource", "DvcResource", "DvcError", "build_resources"]
+__all__ = ["DvcError", "DvcResource", "EvaluationResource", "MlflowResource", "PathsResource", "build_resources"]
 
 
 class PathsResource(dg.ConfigurableResource):
@@ -188,4 +188,17 @@ def build_resources(profile: Profile, *, repo_dir: str | None = None) -> dict[st
         ),
         "dvc": DvcResource(repo_dir=root, binary=profile.dvc.binary, push_outputs=profile.dvc.push),
         "training": TrainingResource(root=root, profile=profile.name),
+        "evaluation": EvaluationResource(
+            checkpoint_stage=profile.evaluation.checkpoint_stage,
+            n_boot=profile.evaluation.n_boot,
+            per_family=profile.evaluation.per_family,
+        ),
     }
+
+
+class EvaluationResource(dg.ConfigurableResource):
+    """The evaluation settings of the profile (which checkpoint is judged, bootstrap size)."""
+
+    checkpoint_stage: str
+    n_boot: int
+    per_family: int

@@ -85,9 +85,11 @@ __all__ = [
     "clinical_text",
     "curate",
     "guardrail_fallbacks",
+    "image_head",
     "load_prognosis_patients",
     "load_templates",
     "main",
+    "prognosis_prompt",
     "survival_label",
     "templates_version",
 ]
@@ -272,7 +274,7 @@ def _grouped(rec: ImageRecord, items: Sequence[Any], attr: str) -> list[tuple[st
     return list(groups.items())
 
 
-def _image_head(n: int) -> str:
+def image_head(n: int) -> str:
     """``<image>\\n`` for one image, InternVL's ``Image-1: <image>\\nImage-2: <image>\\n`` for several."""
     return IMAGE_TOKEN if n == 1 else "".join(f"Image-{k + 1}: <image>\n" for k in range(n))
 
@@ -296,7 +298,7 @@ def _make(
         "width": rec.width,
         "height": rec.height,
         "conversations": [
-            {"from": "human", "value": _image_head(len(images)) + prompt},
+            {"from": "human", "value": image_head(len(images)) + prompt},
             {"from": "gpt", "value": answer},
         ],
         "patient_id": rec.patient_id,
@@ -668,12 +670,31 @@ def load_prognosis_patients(
     return out
 
 
-def _visits_text(images: Sequence[ImageRecord]) -> str:
-    months = [f"{im.visit_month:g}" for im in images]
-    if len(images) == 1:
+def _visits_text(visit_months: Sequence[float]) -> str:
+    months = [f"{m:g}" for m in visit_months]
+    if len(months) == 1:
         return f"The image was acquired at month {months[0]} of follow-up."
     listed = ", ".join(months[:-1]) + f" and {months[-1]}"
-    return f"Image-1 to Image-{len(images)} were acquired at months {listed} of follow-up."
+    return f"Image-1 to Image-{len(months)} were acquired at months {listed} of follow-up."
+
+
+def prognosis_prompt(
+    visit_months: Sequence[float], clinical: str, landmark: Landmark, picker: TemplatePicker, record_id: str
+) -> tuple[int, str]:
+    """The template id and text of a landmark prompt, without the image placeholders.
+
+    The human turn is ``image_head(len(visit_months)) + text``. The text is the same whether or
+    not the patient's outcome is known, so a model can be asked about any patient (the prognosis
+    study scores censored patients too).
+    """
+    tid, prompt = picker.render(
+        f"prognosis.{landmark.endpoint}",
+        record_id,
+        visits=_visits_text(visit_months),
+        clinical=clinical,
+        months=f"{landmark.months:g}",
+    )
+    return tid, prompt
 
 
 def build_prognosis(
@@ -690,13 +711,7 @@ def build_prognosis(
         return None
     first = images[0]
     rid = f"{first.patient_id}:prognosis" if landmark.per == "patient" else f"{first.image_id}:prognosis"
-    tid, prompt = picker.render(
-        f"prognosis.{landmark.endpoint}",
-        rid,
-        visits=_visits_text(images),
-        clinical=patient.clinical,
-        months=f"{landmark.months:g}",
-    )
+    tid, prompt = prognosis_prompt([im.visit_month for im in images], patient.clinical, landmark, picker, rid)
     target = {
         "cohort": patient.cohort,
         "endpoint": landmark.endpoint,

@@ -19,30 +19,30 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pyarrow as pa
 
 __all__ = [
-    "IMAGE_SCHEMA",
-    "INSTRUCTION_SCHEMA",
     "MODALITIES",
-    "PATIENT_SCHEMA",
-    "SEVERITIES",
-    "SITE_ROLES",
     "SPLITS",
+    "SITE_ROLES",
     "TASKS",
-    "ImageRecord",
-    "InstructionRecord",
-    "Lesion",
-    "MCQItem",
-    "PatientRecord",
-    "Region",
+    "SEVERITIES",
     "SchemaError",
-    "SpokenQuery",
-    "Turn",
+    "Region",
+    "Lesion",
     "VQAItem",
+    "MCQItem",
+    "SpokenQuery",
+    "ImageRecord",
+    "PatientRecord",
+    "Turn",
+    "InstructionRecord",
+    "IMAGE_SCHEMA",
+    "PATIENT_SCHEMA",
+    "INSTRUCTION_SCHEMA",
 ]
 
 #: Imaging modalities the platform knows. Importers map source-specific names onto these.

@@ -74,3 +74,28 @@ def test_audio_stage_left_everything_but_audio_untouched(training_run):
     frozen = [k for k in before if "audio" not in k]
     assert frozen and all(before[k].equal(after[k]) for k in frozen)
     assert any("audio" in k for k in after)
+
+
+@pytest.mark.parametrize("study", ["ncctg", "lung_tki"])
+def test_prognosis_study_partition_reports_and_checks_power(training_run, study):
+    root, instance, _ = training_run
+    result = run_job(root, instance, "prognosis_pipeline", partition_key=study)
+    assert result.success
+    event = instance.get_latest_materialization_event(dg.AssetKey("prognosis_studies"))
+    assert event.asset_materialization.partition == study
+    meta = event.asset_materialization.metadata
+    report = Path(meta["report_dir"].value)
+    results = json.loads((report / "results.json").read_text())
+    assert results["study"] == study and results["cohorts"]
+    assert f"Prognostic study `{study}`" in meta["report"].value
+    competitors = {c for cohort in results["cohorts"].values() for c in cohort["competitors"]}
+    not_fitted = {w["competitor"] for w in results["warnings"] if w["statistic"] == "fit"}
+    # every competitor either reports or is left out with a recorded warning (ci cohorts are tiny)
+    assert {"clinical_cox", "task_specific"} <= competitors | not_fitted
+    if study != "ncctg":
+        assert "assistant" in competitors  # the evaluated checkpoint took part
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "cohort_power"
+    assert check.passed == (meta["n_warnings"].value == 0)
+    if study == "lung_tki":
+        assert not check.passed  # a dozen ci patients cannot power the statistics: a warning, not a crash
