@@ -1,6 +1,11 @@
-"""Evaluation assets: the prognostic studies of the assistant (issue 5), partitioned by study.
+"""Evaluation assets: the benchmark suite and the prognostic studies of the assistant.
 
-Each partition runs one study (:func:`validation.prognosis_assistant.run_prognosis_study`): the
+``benchmark_results`` runs every benchmark of the registry (:mod:`validation.benchmarks`) for the
+untrained base model, the majority answer and the candidate (the profile's evaluation checkpoint)
+on the same items, with paired bootstrap CIs of the differences; a blocking check fails when a
+registry metric could not be computed.
+
+``prognosis_studies`` is partitioned by study: each partition runs one study (:func:`validation.prognosis_assistant.run_prognosis_study`): the
 assistant at the profile's evaluation checkpoint against a task-specific model on its frozen
 vision features and a clinical Cox score; the markdown + PNG report and ``results.json`` go to
 MLflow and to the asset's metadata. The ``cohort_power`` check warns (never crashes) when a
@@ -12,11 +17,63 @@ import json
 import dagster as dg
 
 from assets.data import image_manifest
-from assets.training import audio_checkpoint
+from assets.training import audio_checkpoint, base_model
 from orchestration.resources import EvaluationResource, MlflowResource, PathsResource
 from orchestration.training import TrainingResource
 
-__all__ = ["prognosis_studies", "PROGNOSIS_STUDIES"]
+__all__ = ["PROGNOSIS_STUDIES", "benchmark_results", "prognosis_studies"]
+
+@dg.asset(
+    group_name="evaluation",
+    deps=[base_model, audio_checkpoint],
+    kinds={"mlflow"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "metrics_complete",
+            asset="benchmark_results",
+            blocking=True,
+            description="every metric of every registry benchmark has a finite value and CI for every system",
+        )
+    ],
+)
+def benchmark_results(
+    context: dg.AssetExecutionContext,
+    paths: PathsResource,
+    mlflow: MlflowResource,
+    training: TrainingResource,
+    evaluation: EvaluationResource,
+):
+    """Base / majority / candidate on every registry benchmark, deltas with paired bootstrap 95% CIs."""
+    import mlflow as mlf
+
+    from validation.benchmarks.report import log_results
+    from validation.benchmarks.runner import incomplete_metrics, run_benchmarks
+
+    systems = {"base": training.model_dir("base_model"), "candidate": training.model_dir(evaluation.checkpoint_stage)}
+    out = training.runs_root / "evaluation" / "benchmarks"
+    with mlflow.run(context, run_name="benchmarks", tags={"xmed.checkpoint": str(systems["candidate"])}) as active:
+        suite = run_benchmarks(
+            checkpoints=systems, out_dir=out, data_root=paths.data_root, majority=True,
+            cache_dir=training.runs_root / "evaluation" / "bench_cache", limit=evaluation.per_family,
+            n_boot=evaluation.n_boot,
+        )
+        log_results(suite, mlf, out_dir=out)
+        url = mlflow.run_url(active)
+    missing = incomplete_metrics(suite)
+    yield dg.MaterializeResult(
+        metadata={
+            "results": dg.MetadataValue.md((out / "results.md").read_text()),
+            "results_dir": dg.MetadataValue.path(str(out)),
+            "candidate": dg.MetadataValue.path(str(systems["candidate"])),
+            "mlflow_run": dg.MetadataValue.url(url),
+        }
+    )
+    yield dg.AssetCheckResult(
+        check_name="metrics_complete",
+        passed=not missing,
+        metadata={"missing": dg.MetadataValue.md("\n".join(f"- {m}" for m in missing) or "none")},
+    )
+
 
 #: The paper's three imaging studies on the demo corpus + the NCCTG lung cohort (real patients).
 PROGNOSIS_STUDIES = dg.StaticPartitionsDefinition(["ncctg", "lung_tki", "nsclc", "gbm"])

@@ -59,6 +59,7 @@ def train_plain(
     weight_decay: float = 0.01,
     grad_clip: float = 1.0,
     step_fn: Callable[[dict], torch.Tensor] | None = None,
+    loss_weighting: str = "token",
 ) -> LoopResult:
     """Train ``model`` on the batches of ``plan`` (``encode(i)`` gives the example of row ``i``).
 
@@ -81,12 +82,13 @@ def train_plain(
         else:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total=len(plan), peak=lr, warmup=warmup)
-            loss = model(**{k: v for k, v in batch.items() if v is not None}, loss_only=True).loss
+            inputs = {k: v for k, v in batch.items() if v is not None}
+            loss = model(**inputs, loss_only=True, loss_weighting=loss_weighting).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     seconds = time.perf_counter() - t0
     model.eval()
     return LoopResult(len(plan), seconds, samples, tokens, losses[0], sum(losses[-20:]) / len(losses[-20:]))

@@ -6,7 +6,7 @@ import dagster as dg
 
 from assets.evaluation import PROGNOSIS_STUDIES
 
-__all__ = ["data_job", "prognosis_job", "training_job"]
+__all__ = ["benchmark_job", "data_job", "prognosis_job", "training_job"]
 
 #: Reproduce the data stages and run their quality gates.
 data_job = dg.define_asset_job(
@@ -28,4 +28,11 @@ prognosis_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("prognosis_studies"),
     partitions_def=PROGNOSIS_STUDIES,
     description="landmark survival studies: assistant vs task-specific vs clinical Cox, internal and external",
+)
+
+#: Benchmark the evaluated checkpoint against the base model and the majority answer.
+benchmark_job = dg.define_asset_job(
+    "benchmark_pipeline",
+    selection=dg.AssetSelection.assets("benchmark_results"),
+    description="every registry benchmark: base / majority / candidate with paired bootstrap CIs, to MLflow",
 )

@@ -122,6 +122,11 @@ class TrainSettings(_Settings):
         "model/configs/deepspeed/zero2_cpu.json", description="DeepSpeed JSON ('auto' values filled here)"
     )
     gradient_checkpointing: bool = Field(False, description="recompute LLM activations in backward")
+    loss_weighting: Literal["token", "sample", "square"] = Field(
+        "token",
+        description="how answers of different lengths count in the loss: every token alike (token), every "
+        "example alike (sample) or n**-0.5 per token (square); see model.vlm.modeling.LOSS_WEIGHTINGS",
+    )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     torch_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads of this process; None = PyTorch default (all cores)"

@@ -407,7 +407,8 @@ class SFTRecipe:
 
     def _forward_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         """Mean next-token cross-entropy over the answer tokens of one micro-batch."""
-        return self.engine(**self._to_device(batch), loss_only=True).loss
+        weighting = self.cfg.train.loss_weighting
+        return self.engine(**self._to_device(batch), loss_only=True, loss_weighting=weighting).loss
 
     def _log_params(self) -> None:
         derived = {

@@ -78,6 +78,10 @@ PARAMETER_GROUPS: dict[str, tuple[str, ...]] = {
 # ---------------------------------------------------------------------------------------------
 
 
+#: Exponent ``p`` of the per-token weight ``n_i ** -p`` of each loss weighting (see ``_supervised_loss``).
+LOSS_WEIGHTINGS: dict[str, float] = {"token": 0.0, "square": 0.5, "sample": 1.0}
+
+
 def sincos_2d(grid: int, dim: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
     """Fixed 2D sin-cos position embeddings, ``(grid * grid, dim)``, row-major (y, then x).
 
@@ -354,9 +358,18 @@ class XMedVLMForConditionalGeneration(XMedVLMPreTrainedModel, GenerationMixin):
         )
 
     def _supervised_loss(
-        self, inputs_embeds, attention_mask, position_ids, labels, **kwargs
+        self, inputs_embeds, attention_mask, position_ids, labels, *, loss_weighting: str = "token", **kwargs
     ) -> CausalLMOutputWithPast:
-        """Mean next-token cross-entropy over labels != -100, the head applied at those positions only."""
+        """Next-token cross-entropy over labels != -100, the head applied at those positions only.
+
+        ``loss_weighting`` sets how answers of different lengths count (InternVL 2.5's choices):
+        each supervised token of row ``i`` (``n_i`` of them) gets weight ``n_i ** -p`` with
+        ``p = 0`` (``token``: long answers dominate), ``p = 1`` (``sample``: every example counts
+        the same) or ``p = 0.5`` (``square``); the loss is the weighted mean. ``num_items_in_batch``
+        (gradient accumulation) applies to ``token`` only.
+        """
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss_weighting={loss_weighting!r} is not one of {sorted(LOSS_WEIGHTINGS)}")
         lm = self.language_model
         hidden = lm.base_model(
             inputs_embeds=inputs_embeds,
@@ -367,9 +380,14 @@ class XMedVLMForConditionalGeneration(XMedVLMPreTrainedModel, GenerationMixin):
         targets = labels[:, 1:]
         keep = targets != -100
         logits = lm.get_output_embeddings()(hidden[:, :-1][keep]).float()
-        total = nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
-        denom = kwargs.get("num_items_in_batch") or keep.sum().clamp(min=1)
-        return CausalLMOutputWithPast(loss=total / denom, logits=None)
+        if loss_weighting == "token":
+            total = nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
+            denom = kwargs.get("num_items_in_batch") or keep.sum().clamp(min=1)
+            return CausalLMOutputWithPast(loss=total / denom, logits=None)
+        per_token = nn.functional.cross_entropy(logits, targets[keep], reduction="none")
+        counts = keep.sum(dim=1).clamp(min=1).float()
+        weights = counts.pow(-LOSS_WEIGHTINGS[loss_weighting])[keep.nonzero()[:, 0]]
+        return CausalLMOutputWithPast(loss=(per_token * weights).sum() / weights.sum().clamp(min=1e-12), logits=None)
 
     # -- generation ----------------------------------------------------------------------------
     _MEDIA_KEYS = ("pixel_values", "image_counts", "input_features", "audio_counts")

@@ -99,3 +99,20 @@ def test_prognosis_study_partition_reports_and_checks_power(training_run, study)
     assert check.passed == (meta["n_warnings"].value == 0)
     if study == "lung_tki":
         assert not check.passed  # a dozen ci patients cannot power the statistics: a warning, not a crash
+
+
+def test_benchmark_results_compare_candidate_with_base_and_majority(training_run):
+    root, instance, _ = training_run
+    result = run_job(root, instance, "benchmark_pipeline")
+    assert result.success
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "metrics_complete" and check.passed
+    meta = instance.get_latest_materialization_event(dg.AssetKey("benchmark_results")).asset_materialization.metadata
+    table = meta["results"].value
+    for system in ("majority", "base", "candidate"):
+        assert system in table
+    mlflow.set_tracking_uri(f"sqlite:///{root}/.mlflow/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["xmed-ci"], output_format="list")
+    (run,) = [r for r in runs if r.data.tags.get("dagster.run_id") == result.run_id]
+    keys = set(run.data.metrics)
+    assert any(k.startswith("bench/") and k.endswith("/delta_vs_base") for k in keys)

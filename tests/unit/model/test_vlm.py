@@ -142,6 +142,28 @@ def test_loss_is_masked_next_token_cross_entropy(model, proc, root):
     assert fast.logits is None and torch.allclose(fast.loss, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("weighting, p", [("sample", 1.0), ("square", 0.5)])
+def test_loss_weighting_by_answer_length(model, proc, root, weighting, p):
+    b = _batch(proc, root, record(), record("Yes"))  # a long box answer and a one-word answer
+    with torch.no_grad():
+        logits = model(**b).logits[:, :-1]
+        got = model(**b, loss_only=True, loss_weighting=weighting).loss
+    labels = b["labels"][:, 1:]
+    rows = []
+    for i in range(2):
+        keep = labels[i] != -100
+        rows.append(torch.nn.functional.cross_entropy(logits[i][keep], labels[i][keep], reduction="none"))
+    n = [len(r) for r in rows]
+    assert n[0] > 5 * n[1]  # the box answer is much longer
+    # weighted mean with token weight n_i ** -p: p = 1 is the mean of the two per-example means
+    expected = sum(r.sum() * k**-p for r, k in zip(rows, n)) / sum(k * k**-p for k in n)
+    assert torch.allclose(got, expected, atol=1e-5)
+    if weighting == "sample":
+        assert torch.allclose(got, (rows[0].mean() + rows[1].mean()) / 2, atol=1e-5)
+    with pytest.raises(ValueError, match="loss_weighting='mean'"):
+        model(**b, loss_only=True, loss_weighting="mean")
+
+
 def test_image_tokens_are_replaced_by_vision_features(model, proc, root):
     b = _batch(proc, root, record())
     other = dict(b, pixel_values=-b["pixel_values"])

@@ -24,7 +24,20 @@ def test_quality_checks_are_blocking_and_attached():
         "manifest_schema", "manifest_boxes", "image_files", "split_integrity"
     }
     assert {n for a, n in checks if a == "curated_dataset"} == {"instruction_schema", "phi_free", "class_balance"}
-    assert all(spec.blocking for spec in checks.values())
+    data_gates = {k: v for k, v in checks.items() if k[0] in ("image_manifest", "curated_dataset")}
+    assert all(spec.blocking for spec in data_gates.values())
+    assert checks[("benchmark_results", "metrics_complete")].blocking
+    assert not checks[("prognosis_studies", "cohort_power")].blocking  # a warning, never a gate
+
+
+def test_evaluation_assets_depend_on_the_trained_checkpoints():
+    graph = make_definitions(load_profile("ci")).resolve_asset_graph()
+    parents = lambda key: {p.path[-1] for p in graph.get(dg.AssetKey(key)).parent_keys}  # noqa: E731
+    assert parents("benchmark_results") == {"base_model", "audio_checkpoint"}
+    assert parents("prognosis_studies") == {"audio_checkpoint", "image_manifest"}
+    assert graph.get(dg.AssetKey("prognosis_studies")).partitions_def.get_partition_keys() == [
+        "ncctg", "lung_tki", "nsclc", "gbm"
+    ]
 
 
 def test_lineage_raw_to_curated():
