@@ -7,15 +7,15 @@ it becomes the asset's Dagster ``DataVersion`` and the ``xmed.data_version`` tag
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from orchestration.resources import DvcResource, MlflowResource, PathsResource
 
-__all__ = ["materialize_dvc_stage", "flatten_numbers", "stage_name", "curated_data_version"]
+__all__ = ["curated_data_version", "flatten_numbers", "materialize_dvc_stage", "stage_name"]
 
 
 def stage_name(stage: str, paths: PathsResource) -> str:

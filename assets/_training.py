@@ -12,7 +12,7 @@ from model.base import weights_digest
 from orchestration.resources import DvcResource, MlflowResource, PathsResource
 from orchestration.training import TrainingResource
 
-__all__ = ["train_stage", "TRAIN_RETRY"]
+__all__ = ["TRAIN_RETRY", "train_stage"]
 
 #: a transient failure (killed worker, lost rendezvous, I/O error) is retried; the recipe resumes from
 #: its last checkpoint. Errors in :data:`NON_TRANSIENT` fail the step at once.

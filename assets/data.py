@@ -13,7 +13,7 @@ from assets._quality import quality_check_results
 from model.data.preview import instruction_preview, manifest_preview
 from orchestration.resources import DvcResource, MlflowResource, PathsResource
 
-__all__ = ["raw_sources", "image_manifest", "curated_dataset", "manifest_quality", "instruction_quality"]
+__all__ = ["curated_dataset", "image_manifest", "instruction_quality", "manifest_quality", "raw_sources"]
 
 MANIFEST_CHECKS = ("manifest_schema", "manifest_boxes", "image_files", "split_integrity")
 INSTRUCTION_CHECKS = ("instruction_schema", "phi_free", "class_balance")

@@ -21,7 +21,7 @@ from assets.training import audio_checkpoint, base_model
 from orchestration.resources import EvaluationResource, MlflowResource, PathsResource
 from orchestration.training import TrainingResource
 
-__all__ = ["PROGNOSIS_STUDIES", "benchmark_results", "prognosis_studies"]
+__all__ = ["PROGNOSIS_STUDIES", "benchmark_results", "prognosis_studies", "uncertainty_calibration"]
 
 @dg.asset(
     group_name="evaluation",
@@ -70,6 +70,59 @@ def benchmark_results(
     )
     yield dg.AssetCheckResult(
         check_name="metrics_complete",
+        passed=not missing,
+        metadata={"missing": dg.MetadataValue.md("\n".join(f"- {m}" for m in missing) or "none")},
+    )
+
+
+@dg.asset(
+    group_name="evaluation",
+    deps=[audio_checkpoint],
+    kinds={"mlflow"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "auroc_complete",
+            asset="uncertainty_calibration",
+            blocking=True,
+            description="an AUROC for every estimator and every M, and for every number of questions",
+        )
+    ],
+)
+def uncertainty_calibration(
+    context: dg.AssetExecutionContext,
+    paths: PathsResource,
+    mlflow: MlflowResource,
+    training: TrainingResource,
+    evaluation: EvaluationResource,
+):
+    """The reliability index: VQA semantic-entropy AUROC/PRR per M, sentence-level levels (eq. 7)."""
+    import mlflow as mlf
+
+    from validation.prognosis_assistant import load_assistant
+    from validation.reliability.experiment import run_uncertainty_calibration
+    from validation.reliability.summary import missing_aurocs, uncertainty_metrics
+
+    checkpoint = training.model_dir(evaluation.checkpoint_stage)
+    out = training.runs_root / "evaluation" / "uncertainty"
+    model, processor = load_assistant(checkpoint)
+    with mlflow.run(context, run_name="uncertainty", tags={"xmed.checkpoint": str(checkpoint)}) as active:
+        result = run_uncertainty_calibration(
+            model, processor, shards=paths.data_root / "curated" / "shards", data_root=paths.data_root,
+            out_dir=out, n_vqa=evaluation.uncertainty_questions, n_reports=evaluation.uncertainty_reports,
+        )
+        mlf.log_metrics(uncertainty_metrics(result))
+        mlf.log_artifacts(str(out), artifact_path="uncertainty")
+        url = mlflow.run_url(active)
+    missing = missing_aurocs(result)
+    yield dg.MaterializeResult(
+        metadata={
+            "table": dg.MetadataValue.md((out / "uncertainty_table.md").read_text()),
+            "checkpoint": dg.MetadataValue.path(str(checkpoint)),
+            "mlflow_run": dg.MetadataValue.url(url),
+        }
+    )
+    yield dg.AssetCheckResult(
+        check_name="auroc_complete",
         passed=not missing,
         metadata={"missing": dg.MetadataValue.md("\n".join(f"- {m}" for m in missing) or "none")},
     )

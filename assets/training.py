@@ -13,7 +13,7 @@ from model.base import build_base_model
 from orchestration.resources import DvcResource, MlflowResource, PathsResource
 from orchestration.training import TrainingResource
 
-__all__ = ["base_model", "sft_checkpoint", "reasoning_checkpoint", "dpo_checkpoint", "audio_checkpoint"]
+__all__ = ["audio_checkpoint", "base_model", "dpo_checkpoint", "reasoning_checkpoint", "sft_checkpoint"]
 
 
 @dg.asset(group_name="training", deps=[curated_dataset], retry_policy=TRAIN_RETRY, kinds={"pytorch"})

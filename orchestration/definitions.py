@@ -12,7 +12,7 @@ import dagster as dg
 
 from assets import data, evaluation, training
 from orchestration.executors import build_executor
-from orchestration.jobs import benchmark_job, data_job, prognosis_job, training_job
+from orchestration.jobs import benchmark_job, data_job, prognosis_job, training_job, uncertainty_job
 from orchestration.profiles import Profile, load_profile
 from orchestration.resources import build_resources
 from orchestration.sensors import data_version_sensor
@@ -25,7 +25,7 @@ def make_definitions(profile: Profile) -> dg.Definitions:
     return dg.Definitions(
         assets=dg.load_assets_from_modules([data, training, evaluation]),
         asset_checks=dg.load_asset_checks_from_modules([data, training, evaluation]),
-        jobs=[data_job, training_job, benchmark_job, prognosis_job],
+        jobs=[data_job, training_job, benchmark_job, uncertainty_job, prognosis_job],
         sensors=[data_version_sensor],
         resources=build_resources(profile),
         executor=build_executor(profile),

@@ -6,7 +6,7 @@ import dagster as dg
 
 from assets.evaluation import PROGNOSIS_STUDIES
 
-__all__ = ["benchmark_job", "data_job", "prognosis_job", "training_job"]
+__all__ = ["benchmark_job", "data_job", "prognosis_job", "training_job", "uncertainty_job"]
 
 #: Reproduce the data stages and run their quality gates.
 data_job = dg.define_asset_job(
@@ -35,4 +35,11 @@ benchmark_job = dg.define_asset_job(
     "benchmark_pipeline",
     selection=dg.AssetSelection.assets("benchmark_results"),
     description="every registry benchmark: base / majority / candidate with paired bootstrap CIs, to MLflow",
+)
+
+#: The reliability index of the evaluated checkpoint (semantic entropy, sentence-level levels).
+uncertainty_job = dg.define_asset_job(
+    "uncertainty_pipeline",
+    selection=dg.AssetSelection.assets("uncertainty_calibration"),
+    description="VQA semantic-entropy AUROC/PRR per M and sentence-level reliability levels, to MLflow",
 )

@@ -55,6 +55,8 @@ class EvaluationSettings(_Strict):
     )
     n_boot: int = Field(2000, ge=100, description="bootstrap resamples of every confidence interval")
     per_family: int = Field(150, ge=1, description="held-out items per task family")
+    uncertainty_questions: int = Field(120, ge=4, description="held-out VQA questions of the reliability index")
+    uncertainty_reports: int = Field(20, ge=2, description="reports per split (val calibrates, test holds out)")
     studies: tuple[str, ...] = Field(
         ("ncctg", "lung_tki", "nsclc", "gbm"), description="prognostic studies (partitions of prognosis_studies)"
     )

@@ -192,6 +192,8 @@ def build_resources(profile: Profile, *, repo_dir: str | None = None) -> dict[st
             checkpoint_stage=profile.evaluation.checkpoint_stage,
             n_boot=profile.evaluation.n_boot,
             per_family=profile.evaluation.per_family,
+            uncertainty_questions=profile.evaluation.uncertainty_questions,
+            uncertainty_reports=profile.evaluation.uncertainty_reports,
         ),
     }
 
@@ -202,3 +204,5 @@ class EvaluationResource(dg.ConfigurableResource):
     checkpoint_stage: str
     n_boot: int
     per_family: int
+    uncertainty_questions: int
+    uncertainty_reports: int

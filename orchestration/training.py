@@ -25,6 +25,7 @@ PATH_FIELDS = (
     "data.shards",
     "data.data_root",
     "data.manifest_dir",
+    "data.replay_shards",
     "train.deepspeed_config",
 )
 

@@ -320,12 +320,29 @@ class ReasoningDataSettings(_Settings):
     max_length: int | None = Field(None, ge=8, description="token limit per example; None = model context")
 
 
+class ReasoningSFTDataSettings(ReasoningDataSettings):
+    """The reasoning dataset, plus an optional replay of the stage-1 instruction mix."""
+
+    replay_shards: str | None = Field(
+        None, description="curated instruction shards replayed alongside (the SFT mix); None = no replay"
+    )
+    replay_rows: int = Field(
+        0, ge=0, description="train rows sampled (seeded) from replay_shards so stage 1's skills are not forgotten"
+    )
+
+    @model_validator(mode="after")
+    def _replay(self) -> ReasoningSFTDataSettings:
+        if self.replay_rows and not self.replay_shards:
+            raise ValueError("data.replay_rows > 0 needs data.replay_shards")
+        return self
+
+
 class ReasoningSFTConfig(_StageConfig):
     """Stage 2: SFT on the paper's 5-step clinical reasoning, from the SFT checkpoint."""
 
     stage: Literal["reasoning_sft"] = Field("reasoning_sft", description="stage name (fixed)")
     model: CheckpointInit = Field(..., description="the SFT output model")
-    data: ReasoningDataSettings = Field(..., description="reasoning data source")
+    data: ReasoningSFTDataSettings = Field(..., description="reasoning data source (+ replay)")
     freeze: FreezeSettings = Field(default_factory=FreezeSettings, description="frozen parts")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA option")
 
@@ -341,6 +358,8 @@ class ReasoningSFTConfig(_StageConfig):
             "data.manifest_dir", self.data.manifest_dir, "the ingest output (dvc repro ingest@<profile>)"
         )
         _require_dir("data.data_root", self.data.data_root, "the profile's data root (data/<profile>)")
+        if self.data.replay_shards:
+            _require_dir("data.replay_shards", self.data.replay_shards, "the curated shards (dvc repro curate@<profile>)")
         self._check_common_paths()
 
 

@@ -25,6 +25,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from model.data.io import atomic_file, iter_parquet_rows
+from model.data.schema import INSTRUCTION_SCHEMA
 from model.recipes._common import TrainResult, barrier, find_checkpoint, init_distributed
 from model.recipes.config import (
     ReasoningSFTConfig,
@@ -38,16 +44,20 @@ from model.recipes.sft import TRAIN_SPLIT, SFTRecipe
 
 __all__ = [
     "DATASET_FILE",
+    "MIX_FILE",
     "DatasetBuilder",
     "ReasoningSFTRecipe",
     "dataset_summary_params",
     "main",
     "reasoning_dataset",
     "run_reasoning_sft",
+    "with_replay",
 ]
 
 #: The reasoning dataset inside the run folder.
 DATASET_FILE = "reasoning_train.parquet"
+#: the reasoning rows + the replayed stage-1 rows (when ``data.replay_rows`` > 0)
+MIX_FILE = "reasoning_train_mix.parquet"
 
 
 class DatasetBuilder(Protocol):
@@ -113,6 +123,43 @@ def reasoning_dataset(
     return path, summary
 
 
+def with_replay(
+    dataset: Path, *, replay_shards: str, rows: int, seed: int, out_path: Path, is_main: bool
+) -> tuple[Path, int]:
+    """``dataset`` + ``rows`` train rows sampled (seeded, uniformly) from ``replay_shards``, as one file.
+
+    Replaying the stage-1 instruction mix while learning the long reasoning answers keeps the
+    short-answer skills (modality, VQA, grounding, refusals) from being overwritten. The sample is
+    a seeded reservoir over the train rows, so the file is the same on every run and on resume.
+
+    Returns:
+        The mixed file and the number of replayed rows.
+
+    Raises:
+        ValueError: ``replay_shards`` holds no train row.
+    """
+    if is_main:
+        rng = np.random.default_rng(seed)
+        kept: list[dict[str, Any]] = []
+        seen = 0
+        for row in iter_parquet_rows(replay_shards):
+            if row["split"] != TRAIN_SPLIT:
+                continue
+            seen += 1
+            if len(kept) < rows:
+                kept.append(row)
+            else:
+                j = int(rng.integers(seen))
+                if j < rows:
+                    kept[j] = row
+        if not kept:
+            raise ValueError(f"{replay_shards}: no '{TRAIN_SPLIT}' row to replay")
+        table = pa.concat_tables([pq.read_table(dataset), pa.Table.from_pylist(kept, schema=INSTRUCTION_SCHEMA)])
+        with atomic_file(out_path, "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+    return out_path, rows
+
+
 def dataset_summary_params(stage: str, summary: Mapping[str, Any]) -> dict[str, Any]:
     """The dataset builder's scalar summary fields (rows, sha256, ...) as ``<stage>.dataset.*`` params."""
     keep = {k: v for k, v in summary.items() if isinstance(v, (str, int, float, bool))}
@@ -162,6 +209,18 @@ class ReasoningSFTRecipe:
         if dist.is_main:
             self.logger.log_artifact(self.dataset_path)
             self.logger.log_params(dataset_summary_params(cfg.stage, summary))
+        if cfg.data.replay_rows:
+            self.dataset_path, n = with_replay(
+                self.dataset_path,
+                replay_shards=cfg.data.replay_shards,
+                rows=cfg.data.replay_rows,
+                seed=cfg.train.seed,
+                out_path=Path(cfg.output_dir) / MIX_FILE,
+                is_main=dist.is_main,
+            )
+            barrier(dist)
+            if dist.is_main:
+                self.logger.log_params({f"{cfg.stage}.dataset.replay_rows": n})
         self.sft = SFTRecipe(self.sft_config(), self.logger, stage=cfg.stage)
         self.sft.setup()
 

@@ -27,6 +27,7 @@ def test_quality_checks_are_blocking_and_attached():
     data_gates = {k: v for k, v in checks.items() if k[0] in ("image_manifest", "curated_dataset")}
     assert all(spec.blocking for spec in data_gates.values())
     assert checks[("benchmark_results", "metrics_complete")].blocking
+    assert checks[("uncertainty_calibration", "auroc_complete")].blocking
     assert not checks[("prognosis_studies", "cohort_power")].blocking  # a warning, never a gate
 
 

@@ -16,10 +16,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model.recipes import ListLogger, NonFiniteLossError
+from model.data.io import iter_parquet_rows
+from model.recipes import ListLogger, NonFiniteLossError, RecipeConfigError
 from model.recipes.audio import AudioRecipe, run_audio
 from model.recipes.dpo import PAIR_SCHEMA, DPORecipe, NoPreferencePairsError, run_dpo
-from model.recipes.reasoning_sft import ReasoningSFTRecipe
+from model.recipes.reasoning_sft import ReasoningSFTRecipe, with_replay
 from model.recipes.sft import SFTRecipe, main, run_sft, token_lengths
 from model.tokenizer import load_tokenizer
 from model.vlm import XMedVLMForConditionalGeneration, build_tiny_vlm_for_tokenizer, read_architecture
@@ -155,6 +156,29 @@ def test_reasoning_sft_ci_end_to_end(world, tmp_path):
     prov = json.loads((tmp_path / "rs" / "model" / "xmed_provenance.json").read_text())
     assert prov["stage"] == "reasoning_sft" and prov["parent_checkpoint"] == str(world.checkpoint)
     assert _changed(_weights(world.checkpoint), _weights(result.model_dir), "language_model.")
+
+
+def test_reasoning_sft_replays_stage_one_rows(world, tmp_path):
+    logger = ListLogger()
+    cfg = stage_config(
+        "reasoning_sft", world, tmp_path / "rs", f"data.replay_shards={world.shards}", "data.replay_rows=3"
+    )
+    result = _run(ReasoningSFTRecipe(cfg, logger, build_dataset=fake_reasoning_builder))
+    assert result.num_examples == 5 + 3  # the reasoning rows + the replayed curated train rows
+    mix = list(iter_parquet_rows(tmp_path / "rs" / "reasoning_train_mix.parquet"))
+    curated = {r["id"] for r in iter_parquet_rows(world.shards) if r["split"] == "train"}
+    replayed = [r for r in mix if r["id"] in curated]
+    assert len(replayed) == 3 and logger.params["reasoning_sft.dataset.replay_rows"] == 3
+    again = with_replay(
+        tmp_path / "rs" / "reasoning_train.parquet", replay_shards=str(world.shards), rows=3, seed=0,
+        out_path=tmp_path / "again.parquet", is_main=True,
+    )[0]
+    assert [r["id"] for r in iter_parquet_rows(again)] == [r["id"] for r in mix]  # seeded: same sample
+
+
+def test_replay_rows_need_replay_shards(world, tmp_path):
+    with pytest.raises(RecipeConfigError, match="replay_rows > 0 needs data.replay_shards"):
+        stage_config("reasoning_sft", world, tmp_path / "rs", "data.replay_rows=3")
 
 
 def test_dpo_ci_end_to_end(world, tmp_path):
