@@ -80,7 +80,14 @@ def _weighted_pool(rows, weights: dict, drop, seed: int) -> list[int]:
     return pool
 
 
-def run_variant(name: str, spec: dict, *, rows, items, tokenizers, data_root, steps, arch, sft, seed) -> dict:
+#: ``--mix localisation``: only the box tasks (lesions up-weighted), the sharpest test of the vision
+#: tower's spatial design; ``--mix demo``: the demo SFT config's task weights.
+LOCALISATION_MIX = {"region_detection": 0.3, "lesion_detection": 3.0}
+
+
+def run_variant(
+    name: str, spec: dict, *, rows, items, tokenizers, data_root, steps, arch, sft, weights, seed
+) -> dict:
     """Train one variant from scratch and score its held-out items."""
     tok = tokenizers[spec.get("coordinate_tokens", True)]
     a = {**arch, **spec.get("arch", {})}
@@ -88,7 +95,7 @@ def run_variant(name: str, spec: dict, *, rows, items, tokenizers, data_root, st
         tok, seed=seed, smooth_coordinates=spec.get("smooth_coordinates", True), **a
     )
     proc = XMedProcessor.for_model(tok, model.config)
-    pool = _weighted_pool(rows, sft.data.task_weights, spec.get("drop_tasks", ()), seed)
+    pool = _weighted_pool(rows, weights, spec.get("drop_tasks", ()), seed)
     plan = [[pool[i] for i in b] for b in batch_plan(len(pool), steps=steps, batch_size=16, seed=seed)]
     res = train_plain(
         model,
@@ -117,6 +124,7 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--mix", choices=["demo", "localisation"], default="demo")
     ap.add_argument("--out", default="benchmarks/out/localisation_ablation.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -132,6 +140,11 @@ def main() -> None:
     ]
     constant = score_all(items, majority_predictions(items, majority_answers(shards)))
     sft = load_recipe_config("sft", "demo")
+    weights = dict(sft.data.task_weights)
+    if args.mix == "localisation":
+        weights = {t: LOCALISATION_MIX.get(t, 0.0) for t in {r["task"] for r in rows}}
+        items = [it for it in items if it.family in LOCALISATION]
+        constant = {f: constant[f] for f in LOCALISATION}
     need = {VARIANTS[v].get("coordinate_tokens", True) for v in args.variants}
     tokenizers = {
         c: train_tokenizer(iter_training_texts(shards), vocab_size=vocab, coordinate_tokens=c) for c in need
@@ -150,13 +163,16 @@ def main() -> None:
                 steps=args.steps,
                 arch=arch,
                 sft=sft,
+                weights=weights,
                 seed=args.seed,
             )
         )
         print(json.dumps(results[-1]), f"({time.perf_counter() - t0:.0f} s)", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"steps": args.steps, "batch_size": 16, "results": results}, indent=2))
+    out.write_text(
+        json.dumps({"steps": args.steps, "batch_size": 16, "mix": args.mix, "results": results}, indent=2)
+    )
     fams = [f for f in constant if f in results[-1]]
     print("\n| variant | " + " | ".join(fams) + " |\n|---|" + "---:|" * len(fams))
     for r in results:
