@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._loop import batch_plan, train_plain
+from benchmarks.sft_mix_experiment import weighted_pool
 from model.data.io import iter_parquet_rows
 from model.recipes.config import load_recipe_config
 from model.tokenizer import iter_training_texts, train_tokenizer
@@ -66,20 +66,6 @@ VARIANTS: dict[str, dict] = {
 LOCALISATION = ("lesion_localisation", "region_detection")
 
 
-def _weighted_pool(rows, weights: dict, drop, seed: int) -> list[int]:
-    """Row indices of the mix: each task repeated ``int(w)`` times + a seeded ``frac(w)`` share."""
-    rng = random.Random(seed)
-    by_task: dict[str, list[int]] = {}
-    for i, r in enumerate(rows):
-        if r["task"] not in drop:
-            by_task.setdefault(r["task"], []).append(i)
-    pool = []
-    for task, idx in sorted(by_task.items()):
-        w = weights.get(task, 1.0)
-        pool += idx * int(w) + rng.sample(idx, round((w - int(w)) * len(idx)))
-    return pool
-
-
 #: ``--mix localisation``: only the box tasks (lesions up-weighted), the sharpest test of the vision
 #: tower's spatial design; ``--mix demo``: the demo SFT config's task weights.
 LOCALISATION_MIX = {"region_detection": 0.3, "lesion_detection": 3.0}
@@ -95,7 +81,8 @@ def run_variant(
         tok, seed=seed, smooth_coordinates=spec.get("smooth_coordinates", True), **a
     )
     proc = XMedProcessor.for_model(tok, model.config)
-    pool = _weighted_pool(rows, weights, spec.get("drop_tasks", ()), seed)
+    dropped = {t: 0.0 for t in spec.get("drop_tasks", ())}
+    pool = weighted_pool(rows, {**weights, **dropped}, seed)
     plan = [[pool[i] for i in b] for b in batch_plan(len(pool), steps=steps, batch_size=16, seed=seed)]
     res = train_plain(
         model,
