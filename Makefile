@@ -48,8 +48,10 @@ run: setup
 train: setup
 	XMED_PROFILE=$(PROFILE) $(VENV)/bin/dagster job execute -m orchestration.definitions -j training_pipeline
 
-## evaluate: the prognostic studies of the trained assistant, one partition per study
+## evaluate: benchmarks, reliability index and prognostic studies of the trained assistant
 evaluate: setup
+	XMED_PROFILE=$(PROFILE) $(VENV)/bin/dagster job execute -m orchestration.definitions -j benchmark_pipeline
+	XMED_PROFILE=$(PROFILE) $(VENV)/bin/dagster job execute -m orchestration.definitions -j uncertainty_pipeline
 	for s in ncctg lung_tki nsclc gbm; do \
 	  XMED_PROFILE=$(PROFILE) $(VENV)/bin/dagster asset materialize -m orchestration.definitions \
 	    --select prognosis_studies --partition $$s || exit 1; done
