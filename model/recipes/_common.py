@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -20,10 +21,10 @@ import shutil
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ __all__ = [
     "PROVENANCE_FILE",
     "DistInfo",
     "NonFiniteLossError",
+    "RecipeLifecycle",
     "ThroughputMeter",
     "TrainResult",
     "TrainState",
@@ -47,7 +49,9 @@ __all__ = [
     "load_deepspeed_config",
     "load_training_checkpoint",
     "mean_across_ranks",
+    "parse_recipe_cli",
     "restore_rng_state",
+    "run_recipe",
     "save_hf_model",
     "save_training_checkpoint",
     "seed_everything",
@@ -538,3 +542,39 @@ class TrainResult:
     num_examples: int
     resumed_from: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# entry points shared by the recipes
+# ---------------------------------------------------------------------------------------------
+
+
+class RecipeLifecycle(Protocol):
+    """``setup -> train -> save_checkpoint -> cleanup`` (see :class:`model.recipes.Recipe`)."""
+
+    def setup(self) -> None: ...
+
+    def train(self) -> TrainResult: ...
+
+    def save_checkpoint(self) -> Path: ...
+
+    def cleanup(self) -> None: ...
+
+
+def run_recipe(recipe: RecipeLifecycle) -> TrainResult:
+    """Set up, train, save, clean up (always): the result with ``model_dir`` set."""
+    try:
+        recipe.setup()
+        result = recipe.train()
+        return replace(result, model_dir=str(recipe.save_checkpoint()))
+    finally:
+        recipe.cleanup()
+
+
+def parse_recipe_cli(description: str, argv: list[str] | None) -> argparse.Namespace:
+    """``--config <yaml|profile> [--set key=value ...]``; the deepspeed launcher's extra args are ignored."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--config", required=True, help="recipe YAML or profile name (ci, demo, prod)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    args, _ = ap.parse_known_args(argv)  # the deepspeed launcher appends --local_rank
+    return args

@@ -20,11 +20,9 @@ CLI: ``python -m model.recipes.audio --config model/configs/recipes/audio/demo.y
 
 from __future__ import annotations
 
-import argparse
 import functools
 import gc
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +46,8 @@ from model.recipes._common import (
     load_deepspeed_config,
     load_training_checkpoint,
     mean_across_ranks,
+    parse_recipe_cli,
+    run_recipe,
     save_hf_model,
     save_training_checkpoint,
     seed_everything,
@@ -352,7 +352,9 @@ class AudioRecipe:
 
     def _forward_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         """Mean next-token cross-entropy over the answer tokens of one micro-batch."""
-        return self.engine(**self._to_device(batch), loss_only=True, loss_weighting=self.cfg.train.loss_weighting).loss
+        return self.engine(
+            **self._to_device(batch), loss_only=True, loss_weighting=self.cfg.train.loss_weighting
+        ).loss
 
     def _log_params(self) -> None:
         derived = {
@@ -492,21 +494,12 @@ class AudioRecipe:
 
 def run_audio(cfg: AudioConfig, logger: MetricLogger | None = None) -> TrainResult:
     """Set up, train, save, clean up: the entry point of the Dagster asset."""
-    recipe = AudioRecipe(cfg, logger)
-    try:
-        recipe.setup()
-        result = recipe.train()
-        return replace(result, model_dir=str(recipe.save_checkpoint()))
-    finally:
-        recipe.cleanup()
+    return run_recipe(AudioRecipe(cfg, logger))
 
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: ``python -m model.recipes.audio --config <yaml|profile> [--set key=value ...]``."""
-    ap = argparse.ArgumentParser(description="XMed stage 4: audio encoder + projector on spoken queries")
-    ap.add_argument("--config", required=True, help="recipe YAML or profile name (ci, demo, prod)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    args, _ = ap.parse_known_args(argv)  # the deepspeed launcher appends --local_rank
+    args = parse_recipe_cli("XMed stage 4: audio encoder + projector on spoken queries", argv)
     result = run_audio(load_recipe_config("audio", args.config, args.set))
     print(f"audio: {result.steps} steps, final loss {result.final_loss:.4f}, model at {result.model_dir}")
 

@@ -327,7 +327,9 @@ class ReasoningSFTDataSettings(ReasoningDataSettings):
         None, description="curated instruction shards replayed alongside (the SFT mix); None = no replay"
     )
     replay_rows: int = Field(
-        0, ge=0, description="train rows sampled (seeded) from replay_shards so stage 1's skills are not forgotten"
+        0,
+        ge=0,
+        description="train rows sampled (seeded) from replay_shards so stage 1's skills are not forgotten",
     )
 
     @model_validator(mode="after")
@@ -359,7 +361,11 @@ class ReasoningSFTConfig(_StageConfig):
         )
         _require_dir("data.data_root", self.data.data_root, "the profile's data root (data/<profile>)")
         if self.data.replay_shards:
-            _require_dir("data.replay_shards", self.data.replay_shards, "the curated shards (dvc repro curate@<profile>)")
+            _require_dir(
+                "data.replay_shards",
+                self.data.replay_shards,
+                "the curated shards (dvc repro curate@<profile>)",
+            )
         self._check_common_paths()
 
 

@@ -20,7 +20,6 @@ CLI: ``python -m model.recipes.dpo --config model/configs/recipes/dpo/demo.yaml 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import functools
 import gc
@@ -28,7 +27,6 @@ import json
 import logging
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,6 +55,8 @@ from model.recipes._common import (
     load_deepspeed_config,
     load_training_checkpoint,
     mean_across_ranks,
+    parse_recipe_cli,
+    run_recipe,
     save_hf_model,
     save_training_checkpoint,
     seed_everything,
@@ -728,21 +728,12 @@ def run_dpo(
         logger: metrics backend.
         scorer: report scorer (default :class:`LabelerScorer`).
     """
-    recipe = DPORecipe(cfg, logger, scorer=scorer)
-    try:
-        recipe.setup()
-        result = recipe.train()
-        return replace(result, model_dir=str(recipe.save_checkpoint()))
-    finally:
-        recipe.cleanup()
+    return run_recipe(DPORecipe(cfg, logger, scorer=scorer))
 
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: ``python -m model.recipes.dpo --config <yaml|profile> [--set key=value ...]``."""
-    ap = argparse.ArgumentParser(description="XMed stage 3: DPO on report-F1-ranked samples")
-    ap.add_argument("--config", required=True, help="recipe YAML or profile name (ci, demo, prod)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    args, _ = ap.parse_known_args(argv)  # the deepspeed launcher appends --local_rank
+    args = parse_recipe_cli("XMed stage 3: DPO on report-F1-ranked samples", argv)
     result = run_dpo(load_recipe_config("dpo", args.config, args.set))
     print(f"dpo: {result.steps} steps on {result.num_examples} pairs, final loss {result.final_loss:.4f}")
 

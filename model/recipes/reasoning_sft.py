@@ -18,10 +18,8 @@ CLI: ``python -m model.recipes.reasoning_sft --config model/configs/recipes/reas
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,7 +29,14 @@ import pyarrow.parquet as pq
 
 from model.data.io import atomic_file, iter_parquet_rows
 from model.data.schema import INSTRUCTION_SCHEMA
-from model.recipes._common import TrainResult, barrier, find_checkpoint, init_distributed
+from model.recipes._common import (
+    TrainResult,
+    barrier,
+    find_checkpoint,
+    init_distributed,
+    parse_recipe_cli,
+    run_recipe,
+)
 from model.recipes.config import (
     ReasoningSFTConfig,
     SFTConfig,
@@ -154,7 +159,9 @@ def with_replay(
                     kept[j] = row
         if not kept:
             raise ValueError(f"{replay_shards}: no '{TRAIN_SPLIT}' row to replay")
-        table = pa.concat_tables([pq.read_table(dataset), pa.Table.from_pylist(kept, schema=INSTRUCTION_SCHEMA)])
+        table = pa.concat_tables(
+            [pq.read_table(dataset), pa.Table.from_pylist(kept, schema=INSTRUCTION_SCHEMA)]
+        )
         with atomic_file(out_path, "wb") as fh:
             pq.write_table(table, fh, compression="zstd")
     return out_path, rows
@@ -260,21 +267,12 @@ class ReasoningSFTRecipe:
 
 def run_reasoning_sft(cfg: ReasoningSFTConfig, logger: MetricLogger | None = None) -> TrainResult:
     """Set up, train, save, clean up: the entry point of the Dagster asset."""
-    recipe = ReasoningSFTRecipe(cfg, logger)
-    try:
-        recipe.setup()
-        result = recipe.train()
-        return replace(result, model_dir=str(recipe.save_checkpoint()))
-    finally:
-        recipe.cleanup()
+    return run_recipe(ReasoningSFTRecipe(cfg, logger))
 
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: ``python -m model.recipes.reasoning_sft --config <yaml|profile> [--set key=value ...]``."""
-    ap = argparse.ArgumentParser(description="XMed stage 2: 5-step clinical reasoning SFT")
-    ap.add_argument("--config", required=True, help="recipe YAML or profile name (ci, demo, prod)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    args, _ = ap.parse_known_args(argv)  # the deepspeed launcher appends --local_rank
+    args = parse_recipe_cli("XMed stage 2: 5-step clinical reasoning SFT", argv)
     result = run_reasoning_sft(load_recipe_config("reasoning_sft", args.config, args.set))
     print(
         f"reasoning_sft: {result.steps} steps, final loss {result.final_loss:.4f}, model at {result.model_dir}"

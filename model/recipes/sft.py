@@ -21,12 +21,11 @@ CLI: ``python -m model.recipes.sft --config model/configs/recipes/sft/demo.yaml 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import gc
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +49,8 @@ from model.recipes._common import (
     load_deepspeed_config,
     load_training_checkpoint,
     mean_across_ranks,
+    parse_recipe_cli,
+    run_recipe,
     save_hf_model,
     save_training_checkpoint,
     seed_everything,
@@ -562,21 +563,12 @@ def run_sft(cfg: SFTConfig, logger: MetricLogger | None = None) -> TrainResult:
     Returns:
         The :class:`TrainResult` with ``model_dir`` set.
     """
-    recipe = SFTRecipe(cfg, logger)
-    try:
-        recipe.setup()
-        result = recipe.train()
-        return replace(result, model_dir=str(recipe.save_checkpoint()))
-    finally:
-        recipe.cleanup()
+    return run_recipe(SFTRecipe(cfg, logger))
 
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: ``python -m model.recipes.sft --config <yaml|profile> [--set key=value ...]``."""
-    ap = argparse.ArgumentParser(description="XMed stage 1: supervised instruction tuning")
-    ap.add_argument("--config", required=True, help="recipe YAML or profile name (ci, demo, prod)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    args, _ = ap.parse_known_args(argv)  # the deepspeed launcher appends --local_rank
+    args = parse_recipe_cli("XMed stage 1: supervised instruction tuning", argv)
     result = run_sft(load_recipe_config("sft", args.config, args.set))
     print(f"sft: {result.steps} steps, final loss {result.final_loss:.4f}, model at {result.model_dir}")
 
