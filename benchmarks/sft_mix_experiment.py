@@ -55,6 +55,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--loss-weighting", choices=["token", "sample", "square"], default="token")
     ap.add_argument("--weights", default="{}", help="JSON task -> weight")
+    ap.add_argument("--warmup-steps", type=int, default=0, help="steps drawn from --warmup-weights first")
+    ap.add_argument("--warmup-weights", default="{}", help="JSON task -> weight; unlisted tasks weigh 0")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -69,7 +71,10 @@ def main() -> None:
     rows = [r for r in iter_parquet_rows(shards) if r["split"] == "train"]
     pool = weighted_pool(rows, json.loads(args.weights), args.seed)
     rng = random.Random(args.seed)
-    plan = [[pool[j] for j in rng.sample(range(len(pool)), 16)] for _ in range(args.steps)]
+    warm = json.loads(args.warmup_weights)
+    warm_pool = weighted_pool(rows, {t: warm.get(t, 0.0) for t in {r["task"] for r in rows}}, args.seed)
+    plan = [[warm_pool[j] for j in rng.sample(range(len(warm_pool)), 16)] for _ in range(args.warmup_steps)]
+    plan += [[pool[j] for j in rng.sample(range(len(pool)), 16)] for _ in range(args.steps - args.warmup_steps)]
     res = train_plain(
         model,
         lambda i: proc.encode_example(rows[i], data),

@@ -63,6 +63,7 @@ from model.data.schema import (
 )
 
 __all__ = [
+    "ANSWER_STYLES",
     "DEFAULT_LLM_TEMPLATE",
     "REASONING_REQUESTS",
     "STEP_TITLES",
@@ -273,6 +274,16 @@ def _step3(rec: ImageRecord, names: Sequence[str]) -> str:
     return "\n".join(lines) if lines else "No region to describe."
 
 
+def _step3_concise(rec: ImageRecord, names: Sequence[str]) -> str:
+    by_region: dict[str, list[Lesion]] = {}
+    for les in rec.lesions:
+        by_region.setdefault(les.region, []).append(les)
+    lines = [f"- {name}: {'; '.join(_describe(rec, les) for les in found)}." for name, found in by_region.items()]
+    if any(n not in by_region for n in names):
+        lines.append(f"- {'other structures' if by_region else 'all structures'}: no abnormality is seen.")
+    return "\n".join(lines) if lines else "No region to describe."
+
+
 def _prior_report(prior: ImageRecord) -> str:
     return reference_report(prior) if prior.report_findings else "no report is available."
 
@@ -337,28 +348,65 @@ def _step4(rec: ImageRecord, patient: PatientRecord | None, prior: ImageRecord |
     return "\n".join(lines)
 
 
-def build_reasoning_answer(rec: ImageRecord, patient: PatientRecord | None, prior: ImageRecord | None) -> str:
+def _step4_concise(rec: ImageRecord, patient: PatientRecord | None, prior: ImageRecord | None) -> str:
+    complaint = patient.chief_complaint.rstrip(".") if patient is not None and patient.chief_complaint else None
+    known = patient is not None and bool(patient.history or patient.chief_complaint)
+    lines = [
+        f"Considered: the patient history and the chief complaint ({complaint})."
+        if complaint
+        else "Considered: the patient history." if known else "No patient history is recorded."
+    ]
+    if prior is None:
+        lines.append("No prior study.")
+    else:
+        lines.append(f"Prior study: month {prior.visit_month:g}.")
+        lines.extend(_comparison(rec, prior))
+    if rec.lesions:
+        listed = "; ".join(f"{les.severity} {_phrase(les.lesion_type)} in the {les.region}" for les in rec.lesions)
+        lines.append(f"Assessment: {len(rec.lesions)} abnormal finding(s): {listed}.")
+    else:
+        lines.append("Assessment: normal examination.")
+    return "\n".join(lines)
+
+
+#: answer styles of :func:`build_reasoning_answer`
+ANSWER_STYLES = ("full", "concise")
+
+
+def build_reasoning_answer(
+    rec: ImageRecord, patient: PatientRecord | None, prior: ImageRecord | None, *, style: str = "full"
+) -> str:
     """The 5-step reasoning answer for one image, built only from its structured fields.
+
+    The ``concise`` style keeps the five steps, every structure of step 1 with its box in step 2
+    and the same step-5 report, but describes only the abnormal regions in step 3 (the others in
+    one line) and refers to the history and prior study in step 4 instead of repeating them from
+    the prompt: about 60% of the tokens of ``full``, for small models and short training budgets.
 
     Args:
         rec: the image (its regions, lesions and report).
         patient: its patient row (history, chief complaint), or None when unknown.
         prior: the previous visit of the same patient and modality, or None at the first visit.
+        style: ``full`` (the paper's verbose chain) or ``concise``.
 
     Returns:
         Five ``Step k:`` sections; step 5 is ``Final report: <reference_report(rec)>``.
 
     Raises:
         SchemaError: the record (or the prior) has no report findings.
+        ValueError: an unknown ``style``.
     """
+    if style not in ANSWER_STYLES:
+        raise ValueError(f"style must be one of {ANSWER_STYLES}, got {style!r}")
     report = reference_report(rec)
     groups = _region_boxes(rec)
     names = list(groups)
+    concise = style == "concise"
     bodies = {
         1: _step1(rec, names),
         2: _step2(groups),
-        3: _step3(rec, names),
-        4: _step4(rec, patient, prior),
+        3: _step3_concise(rec, names) if concise else _step3(rec, names),
+        4: _step4_concise(rec, patient, prior) if concise else _step4(rec, patient, prior),
     }
     parts = [f"Step {k}: {STEP_TITLES[k]}.\n{body}" for k, body in bodies.items()]
     parts.append(f"Step 5: {STEP_TITLES[5]}: {report}")
@@ -381,13 +429,21 @@ class ReasoningWriter(Protocol):
 
 
 class DeterministicReasoningWriter:
-    """:func:`build_reasoning_answer`: no model, every sentence backed by a structured field."""
+    """:func:`build_reasoning_answer`: no model, every sentence backed by a structured field.
 
-    name = "deterministic"
+    Args:
+        style: ``full`` or ``concise`` (see :func:`build_reasoning_answer`).
+    """
+
+    def __init__(self, style: str = "full") -> None:
+        if style not in ANSWER_STYLES:
+            raise ValueError(f"style must be one of {ANSWER_STYLES}, got {style!r}")
+        self.style = style
+        self.name = "deterministic" if style == "full" else f"deterministic-{style}"
 
     def write(self, rec: ImageRecord, patient: PatientRecord | None, prior: ImageRecord | None) -> str:
         """See :func:`build_reasoning_answer`."""
-        return build_reasoning_answer(rec, patient, prior)
+        return build_reasoning_answer(rec, patient, prior, style=self.style)
 
 
 class LLMReasoningWriter:
@@ -726,7 +782,7 @@ def build_reasoning_dataset(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: ``python -m model.reasoning --manifest M --out F.parquet --split train [--seed S]``."""
+    """CLI: ``python -m model.reasoning --manifest M --out F.parquet --split train [--seed S] [--style S]``."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--manifest", required=True, help="the manifest folder (images/, patients.parquet)")
     ap.add_argument("--out", required=True, help="output Parquet file (replaced atomically)")
@@ -736,6 +792,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--modalities", nargs="+", default=["xray", "ct"], help="modalities to keep")
     ap.add_argument("--seed", type=int, default=0, help="seed of the request paraphrase choice")
+    ap.add_argument("--style", choices=ANSWER_STYLES, default="full", help="answer style (concise: fewer tokens)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     summary = build_reasoning_dataset(
@@ -745,6 +802,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         split=args.split,
         modalities=tuple(args.modalities),
         seed=args.seed,
+        writer=DeterministicReasoningWriter(args.style),
     )
     print(json.dumps(summary, indent=2))
     return 0

@@ -264,6 +264,37 @@ class _StageConfig(_Settings):
 # ---------------------------------------------------------------------------------------------
 
 
+def _check_task_weights(name: str, weights: Mapping[str, float], default: float) -> None:
+    """Known tasks, weights >= 0, and at least one task kept (unlisted tasks weigh ``default``)."""
+    unknown = sorted(set(weights) - set(TASKS))
+    if unknown:
+        raise ValueError(f"{name}: unknown task(s) {unknown}; tasks are {list(TASKS)}")
+    bad = {k: v for k, v in weights.items() if v < 0}
+    if bad:
+        raise ValueError(f"{name} must be >= 0, got {bad}")
+    if all(weights.get(t, default) == 0 for t in TASKS):
+        raise ValueError(f"{name} drop every task")
+
+
+class WarmupMix(_Settings):
+    """A first phase of training on its own task mix (a curriculum step), before the main mix.
+
+    The phase draws its batches from the listed tasks only; image-grounded short-answer tasks
+    (modality, boxes) make a small model read the image before the text-heavy tasks join in, as
+    LLaVA/InternVL align the projector on image-grounded data first.
+    """
+
+    steps: int = Field(..., ge=1, description="optimizer steps of the phase (part of train.max_steps)")
+    task_weights: dict[str, float] = Field(
+        ..., min_length=1, description="per-task multiplier of its rows in the phase; unlisted tasks are left out"
+    )
+
+    @model_validator(mode="after")
+    def _known_tasks(self) -> WarmupMix:
+        _check_task_weights("data.warmup.task_weights", self.task_weights, default=0.0)
+        return self
+
+
 class SFTDataSettings(_Settings):
     """Curated instruction shards (INSTRUCTION_SCHEMA); only the ``train`` split is read."""
 
@@ -274,19 +305,21 @@ class SFTDataSettings(_Settings):
         description="per-task multiplier of its rows per epoch (2.0 = twice, 0.5 = a seeded half, "
         "0 = dropped); unlisted tasks 1.0",
     )
+    warmup: WarmupMix | None = Field(
+        None, description="an optional first phase on its own task mix (curriculum); None = main mix only"
+    )
     max_length: int | None = Field(None, ge=8, description="token limit per example; None = model context")
 
     @model_validator(mode="after")
     def _known_tasks(self) -> SFTDataSettings:
-        unknown = sorted(set(self.task_weights) - set(TASKS))
-        if unknown:
-            raise ValueError(f"data.task_weights: unknown task(s) {unknown}; tasks are {list(TASKS)}")
-        bad = {k: v for k, v in self.task_weights.items() if v < 0}
-        if bad:
-            raise ValueError(f"data.task_weights must be >= 0, got {bad}")
-        if self.task_weights and all(self.task_weights.get(t, 1.0) == 0 for t in TASKS):
-            raise ValueError("data.task_weights drop every task")
+        _check_task_weights("data.task_weights", self.task_weights, default=1.0)
         return self
+
+    def kept_tasks(self) -> set[str]:
+        """Tasks with a positive weight in the main mix or the warm-up phase."""
+        main = {t for t in TASKS if self.task_weights.get(t, 1.0) > 0}
+        warm = {t for t, w in self.warmup.task_weights.items() if w > 0} if self.warmup else set()
+        return main | warm
 
 
 class SFTConfig(_StageConfig):
@@ -301,6 +334,12 @@ class SFTConfig(_StageConfig):
     @model_validator(mode="after")
     def _cross(self) -> SFTConfig:
         _check_lora_vs_freeze(self.lora, self.freeze)
+        w, max_steps = self.data.warmup, self.train.max_steps
+        if w is not None and max_steps is not None and w.steps >= max_steps:
+            raise ValueError(
+                f"data.warmup.steps ({w.steps}) must be below train.max_steps ({max_steps}): "
+                "the main mix would never be trained"
+            )
         return self
 
     def check_paths(self) -> None:
@@ -323,6 +362,12 @@ class ReasoningDataSettings(_Settings):
 class ReasoningSFTDataSettings(ReasoningDataSettings):
     """The reasoning dataset, plus an optional replay of the stage-1 instruction mix."""
 
+    answer_style: Literal["full", "concise"] = Field(
+        "full",
+        description="deterministic answer style (model.reasoning.build_reasoning_answer): full, or concise "
+        "(abnormal regions only in step 3, no repeated history in step 4; same steps, boxes and report)",
+    )
+
     replay_shards: str | None = Field(
         None, description="curated instruction shards replayed alongside (the SFT mix); None = no replay"
     )
@@ -331,11 +376,16 @@ class ReasoningSFTDataSettings(ReasoningDataSettings):
         ge=0,
         description="train rows sampled (seeded) from replay_shards so stage 1's skills are not forgotten",
     )
+    replay_task_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="per-task sampling weight of the replayed rows (unlisted 1.0, 0 = never replayed)",
+    )
 
     @model_validator(mode="after")
     def _replay(self) -> ReasoningSFTDataSettings:
         if self.replay_rows and not self.replay_shards:
             raise ValueError("data.replay_rows > 0 needs data.replay_shards")
+        _check_task_weights("data.replay_task_weights", self.replay_task_weights, default=1.0)
         return self
 
 

@@ -18,6 +18,9 @@ CLI: ``python -m model.recipes.reasoning_sft --config model/configs/recipes/reas
 
 from __future__ import annotations
 
+import functools
+import heapq
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -80,20 +83,23 @@ class DatasetBuilder(Protocol):
         ...
 
 
-def default_dataset_builder() -> DatasetBuilder:
-    """:func:`model.reasoning.build_reasoning_dataset`, imported lazily.
+def default_dataset_builder(style: str = "full") -> DatasetBuilder:
+    """:func:`model.reasoning.build_reasoning_dataset` with the deterministic writer, imported lazily.
+
+    Args:
+        style: the writer's answer style (``full`` or ``concise``).
 
     Raises:
         ImportError: ``model/reasoning.py`` is not there yet.
     """
     try:
-        from model.reasoning import build_reasoning_dataset
+        from model.reasoning import DeterministicReasoningWriter, build_reasoning_dataset
     except ImportError as e:
         raise ImportError(
             "reasoning recipes need model.reasoning.build_reasoning_dataset (model/reasoning.py); "
             "pass build_dataset=... to use another builder"
         ) from e
-    return build_reasoning_dataset
+    return functools.partial(build_reasoning_dataset, writer=DeterministicReasoningWriter(style))
 
 
 def reasoning_dataset(
@@ -129,42 +135,59 @@ def reasoning_dataset(
 
 
 def with_replay(
-    dataset: Path, *, replay_shards: str, rows: int, seed: int, out_path: Path, is_main: bool
+    dataset: Path,
+    *,
+    replay_shards: str,
+    rows: int,
+    seed: int,
+    out_path: Path,
+    is_main: bool,
+    task_weights: Mapping[str, float] | None = None,
 ) -> tuple[Path, int]:
-    """``dataset`` + ``rows`` train rows sampled (seeded, uniformly) from ``replay_shards``, as one file.
+    """``dataset`` + ``rows`` train rows sampled (seeded) from ``replay_shards``, as one file.
 
     Replaying the stage-1 instruction mix while learning the long reasoning answers keeps the
     short-answer skills (modality, VQA, grounding, refusals) from being overwritten. The sample is
-    a seeded reservoir over the train rows, so the file is the same on every run and on resume.
+    a seeded weighted reservoir over the train rows (Efraimidis-Spirakis: each row draws
+    ``u ** (1 / w)`` with ``w`` its task's weight, the ``rows`` largest keys are kept), so rare
+    skills can be replayed more than their share of the shards, and the file is the same on every
+    run and on resume. Without ``task_weights`` every row weighs 1 (a uniform sample).
+
+    Args:
+        task_weights: per-task replay weight; unlisted tasks 1.0, 0 never replayed.
 
     Returns:
-        The mixed file and the number of replayed rows.
+        The mixed file and the number of replayed rows (fewer than ``rows`` when the shards hold
+        fewer; ``rows`` on the other ranks).
 
     Raises:
-        ValueError: ``replay_shards`` holds no train row.
+        ValueError: ``replay_shards`` holds no train row of a task with a positive weight.
     """
+    weights = dict(task_weights or {})
+    replayed = rows
     if is_main:
         rng = np.random.default_rng(seed)
-        kept: list[dict[str, Any]] = []
-        seen = 0
-        for row in iter_parquet_rows(replay_shards):
-            if row["split"] != TRAIN_SPLIT:
+        heap: list[tuple[float, int, dict[str, Any]]] = []  # min-heap of (key, position, row)
+        for pos, row in enumerate(r for r in iter_parquet_rows(replay_shards) if r["split"] == TRAIN_SPLIT):
+            u = float(rng.random())  # one draw per row whatever its weight: the sample is stable
+            w = weights.get(row["task"], 1.0)
+            if w <= 0:
                 continue
-            seen += 1
-            if len(kept) < rows:
-                kept.append(row)
-            else:
-                j = int(rng.integers(seen))
-                if j < rows:
-                    kept[j] = row
-        if not kept:
-            raise ValueError(f"{replay_shards}: no '{TRAIN_SPLIT}' row to replay")
+            key = math.log(u) / w if u > 0 else -math.inf  # log(u ** (1 / w)): same order, no underflow
+            if len(heap) < rows:
+                heapq.heappush(heap, (key, pos, row))
+            elif key > heap[0][0]:
+                heapq.heapreplace(heap, (key, pos, row))
+        if not heap:
+            raise ValueError(f"{replay_shards}: no '{TRAIN_SPLIT}' row to replay (task weights {weights})")
+        kept = [row for _, _, row in sorted(heap, key=lambda t: t[1])]  # shard order
+        replayed = len(kept)
         table = pa.concat_tables(
             [pq.read_table(dataset), pa.Table.from_pylist(kept, schema=INSTRUCTION_SCHEMA)]
         )
         with atomic_file(out_path, "wb") as fh:
             pq.write_table(table, fh, compression="zstd")
-    return out_path, rows
+    return out_path, replayed
 
 
 def dataset_summary_params(stage: str, summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -209,7 +232,7 @@ class ReasoningSFTRecipe:
             data_root=cfg.data.data_root,
             output_dir=Path(cfg.output_dir),
             resume_from=cfg.train.resume_from,
-            build=self.build_dataset or default_dataset_builder(),
+            build=self.build_dataset or default_dataset_builder(cfg.data.answer_style),
             is_main=dist.is_main,
         )
         barrier(dist)
@@ -224,6 +247,7 @@ class ReasoningSFTRecipe:
                 seed=cfg.train.seed,
                 out_path=Path(cfg.output_dir) / MIX_FILE,
                 is_main=dist.is_main,
+                task_weights=cfg.data.replay_task_weights,
             )
             barrier(dist)
             if dist.is_main:

@@ -6,7 +6,8 @@ freeze/LoRA, data, DeepSpeed engine, resume) -> :meth:`~SFTRecipe.train` (the on
 :meth:`~SFTRecipe.save_checkpoint` (final HF model + provenance) -> :meth:`~SFTRecipe.cleanup`.
 
 Data: the ``train`` rows of the curated shards (INSTRUCTION_SCHEMA: image-level, region-level,
-guardrail and prognosis tasks), re-weighted per task (``data.task_weights``), encoded on the fly by
+guardrail and prognosis tasks), re-weighted per task (``data.task_weights``), optionally preceded by
+a warm-up phase of ``data.warmup.steps`` steps on its own task mix (a curriculum), encoded on the fly by
 :class:`~model.vlm.processor.XMedProcessor` (images relative to ``data.data_root``) and batched by
 :class:`~model.collators.SFTCollator`. Batches are length-grouped within windows (seeded), so an
 interrupted run replays exactly the same batches after ``resume``.
@@ -65,6 +66,7 @@ from model.vlm.processor import SequenceTooLongError
 
 __all__ = [
     "TRAIN_SPLIT",
+    "WARMUP_EPOCH",
     "CollateWithIds",
     "InstructionRows",
     "SFTRecipe",
@@ -75,6 +77,10 @@ __all__ = [
 
 #: The only split a training recipe reads.
 TRAIN_SPLIT = "train"
+#: ``TrainState.epoch`` of the warm-up phase (``data.warmup``); the main mix's epochs count from 0.
+WARMUP_EPOCH = -1
+#: seed key of the warm-up phase's pool and batch order (kept apart from the main epochs' keys)
+_WARMUP_SEED_KEY = 1_000_003
 _COLUMNS = ["id", "task", "images", "conversations", "split"]
 
 
@@ -236,7 +242,7 @@ class SFTRecipe:
         self.output_dir = Path(cfg.output_dir)
         self._bf16 = cfg.model.dtype == "bfloat16"
         self.engine = None
-        self.state = TrainState()
+        self.state = TrainState(epoch=WARMUP_EPOCH if cfg.data.warmup else 0)
         self.resumed_from: str | None = None
         self.last_loss = float("nan")
         self._plan: tuple[int, list[list[int]]] | None = None
@@ -300,10 +306,14 @@ class SFTRecipe:
     def _load_rows(self) -> list[dict]:
         d = self.cfg.data
         rows = [r for r in iter_parquet_rows(d.shards, columns=_COLUMNS) if r["split"] == TRAIN_SPLIT]
-        weights = d.task_weights
-        rows = [r for r in rows if weights.get(r["task"], 1.0) > 0]
+        kept = d.kept_tasks()
+        rows = [r for r in rows if r["task"] in kept]
         if not rows:
-            raise ValueError(f"{d.shards}: no '{TRAIN_SPLIT}' rows left (after task_weights {weights})")
+            raise ValueError(f"{d.shards}: no '{TRAIN_SPLIT}' rows of the configured tasks {sorted(kept)}")
+        if d.warmup is not None:
+            missing = sorted(t for t, w in d.warmup.task_weights.items() if w > 0 and t not in {r["task"] for r in rows})
+            if missing:
+                raise ValueError(f"{d.shards}: data.warmup lists task(s) {missing} without '{TRAIN_SPLIT}' rows")
         return rows
 
     def _check_lengths(self) -> None:
@@ -322,14 +332,22 @@ class SFTRecipe:
         return out
 
     def _epoch_pool(self, epoch: int) -> list[int]:
-        """Row indices of one epoch: each task repeated ``int(w)`` times + a seeded ``frac(w)`` share."""
-        weights = self.cfg.data.task_weights
-        if not weights:
+        """Row indices of one epoch: each task repeated ``int(w)`` times + a seeded ``frac(w)`` share.
+
+        The warm-up phase (``epoch == WARMUP_EPOCH``) uses ``data.warmup.task_weights`` (unlisted
+        tasks 0); the main epochs ``data.task_weights`` (unlisted tasks 1).
+        """
+        d = self.cfg.data
+        if epoch == WARMUP_EPOCH:
+            weights, default, key = d.warmup.task_weights, 0.0, _WARMUP_SEED_KEY
+        else:
+            weights, default, key = d.task_weights, 1.0, epoch
+        if not weights and default == 1.0 and not d.warmup:
             return list(range(len(self.rows)))
-        rng = np.random.default_rng([self.cfg.train.seed, epoch, 7])
+        rng = np.random.default_rng([self.cfg.train.seed, key, 7])
         pool: list[int] = []
         for task, idx in sorted(self._by_task.items()):
-            w = weights.get(task, 1.0)
+            w = weights.get(task, default)
             pool += idx * int(w)
             extra = round((w - int(w)) * len(idx))
             if extra:
@@ -339,25 +357,40 @@ class SFTRecipe:
     def _epoch_plan(self, epoch: int) -> list[list[int]]:
         """This rank's micro-batches (row indices) of ``epoch``; a pure function of config + epoch."""
         if self._plan is None or self._plan[0] != epoch:
-            t = self.cfg.train
-            pool = self._epoch_pool(epoch)
-            local = epoch_batches(
-                [self.lengths[i] for i in pool],
-                batch_size=t.micro_batch_size,
-                seed=t.seed,
-                epoch=epoch,
-                group_window=t.group_window if t.group_by_length else None,
-                world_size=self.dist.world_size,
-                rank=self.dist.rank,
-            )
-            self._plan = (epoch, [[pool[i] for i in b] for b in local])
+            if epoch == WARMUP_EPOCH:
+                # exactly warmup.steps optimizer steps: passes over the phase pool, cut to length
+                need = self.cfg.data.warmup.steps * self.cfg.train.grad_accum_steps
+                plan: list[list[int]] = []
+                k = 0
+                while len(plan) < need:
+                    plan += self._pool_batches(self._epoch_pool(WARMUP_EPOCH), _WARMUP_SEED_KEY + k)
+                    k += 1
+                plan = plan[:need]
+            else:
+                plan = self._pool_batches(self._epoch_pool(epoch), epoch)
+            self._plan = (epoch, plan)
         return self._plan[1]
+
+    def _pool_batches(self, pool: list[int], key: int) -> list[list[int]]:
+        """This rank's micro-batches over ``pool`` (row indices), shuffled by ``(seed, key)``."""
+        t = self.cfg.train
+        local = epoch_batches(
+            [self.lengths[i] for i in pool],
+            batch_size=t.micro_batch_size,
+            seed=t.seed,
+            epoch=key,
+            group_window=t.group_window if t.group_by_length else None,
+            world_size=self.dist.world_size,
+            rank=self.dist.rank,
+        )
+        return [[pool[i] for i in b] for b in local]
 
     def _total_steps(self) -> int:
         t = self.cfg.train
         if t.max_steps is not None:
             return t.max_steps
-        return t.num_epochs * max(len(self._epoch_plan(0)) // t.grad_accum_steps, 1)
+        warm = self.cfg.data.warmup.steps if self.cfg.data.warmup else 0
+        return warm + t.num_epochs * max(len(self._epoch_plan(0)) // t.grad_accum_steps, 1)
 
     def _setup_engine(self, model):
         import deepspeed
@@ -385,6 +418,7 @@ class SFTRecipe:
             "seed": t.seed,
             "world_size": self.dist.world_size,
             "num_rows": len(self.rows),
+            "warmup": self.cfg.data.warmup.model_dump(mode="json") if self.cfg.data.warmup else None,
         }
 
     # -- train -----------------------------------------------------------------------------
@@ -428,14 +462,20 @@ class SFTRecipe:
                 {f"{self.stage}/resumed_from_step": float(self.state.step)}, step=self.state.step
             )
 
+    def _epoch_progress(self) -> float:
+        """Main-mix epochs done (0 during the warm-up phase)."""
+        st = self.state
+        if st.epoch == WARMUP_EPOCH:
+            return 0.0
+        return st.epoch + st.batch_in_epoch / max(len(self._epoch_plan(st.epoch)), 1)
+
     def _log(self, losses: list[float], meter: ThroughputMeter) -> dict[str, float]:
         s, w = self.stage, self.dist.world_size
         rates = meter.window()
         metrics = {
             f"{s}/loss": mean_across_ranks(float(np.mean(losses)), self.dist),
             f"{s}/lr": float(self.engine.get_lr()[0]),
-            f"{s}/epoch": self.state.epoch
-            + self.state.batch_in_epoch / max(len(self._epoch_plan(self.state.epoch)), 1),
+            f"{s}/epoch": self._epoch_progress(),
             f"{s}/samples_per_s": rates["samples_per_s"] * w,
             f"{s}/tokens_per_s": rates["tokens_per_s"] * w,
             **system_metrics(),

@@ -506,3 +506,31 @@ def test_cli(tmp_path, capsys):
     assert rs.main(["--manifest", str(manifest), "--out", str(out), "--split", "train", "--seed", "3"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["num_rows"] == 3 and summary["seed"] == 3 and out.is_file()
+
+
+def test_concise_style_keeps_steps_boxes_and_report_in_fewer_words():
+    full = rs.build_reasoning_answer(CURRENT, patient(), PRIOR)
+    concise = rs.build_reasoning_answer(CURRENT, patient(), PRIOR, style="concise")
+    steps, full_steps = rs.validate_reasoning(concise), rs.validate_reasoning(full)
+    assert steps[1] == full_steps[1] and steps[2] == full_steps[2] and steps[5] == full_steps[5]
+    assert len(parse_boxes(concise)) == 5  # 3 structures + 2 lesions, as in the full answer
+    assert steps[3].splitlines()[1:] == [
+        "- right lung: mild pneumothorax measuring 30 mm, <ref>pneumothorax</ref><box>[[200, 200, 300, 400]]</box>.",
+        "- left lung: moderate consolidation measuring 15 mm, "
+        "<ref>consolidation</ref><box>[[600, 300, 750, 600]]</box>.",
+        "- other structures: no abnormality is seen.",
+    ]
+    assert steps[4].splitlines()[1:] == [
+        "Considered: the patient history and the chief complaint (cough with fever).",
+        "Prior study: month 0.",
+        "The pneumothorax in the right lung measured 20 mm on the prior study and measures 30 mm now (+50%).",
+        "The consolidation in the left lung is new since the prior study.",
+        "The nodule in the left lung seen on the prior study is not seen now.",
+        "Assessment: 2 abnormal finding(s): mild pneumothorax in the right lung; moderate consolidation in the left lung.",
+    ]
+    assert len(concise) < 0.85 * len(full)  # a prior and two lesions: the least saving
+    normal = rs.validate_reasoning(rs.build_reasoning_answer(rec(**CT_CHANGES), None, None, style="concise"))
+    assert normal[3].endswith("- all structures: no abnormality is seen.")
+    assert normal[4].splitlines()[1:] == ["No patient history is recorded.", "No prior study.", "Assessment: normal examination."]
+    with pytest.raises(ValueError, match="style must be one of"):
+        rs.build_reasoning_answer(CURRENT, None, None, style="terse")

@@ -271,3 +271,57 @@ def test_task_weights_reshape_the_epoch(world, tmp_path):
         assert planned == sorted(recipe._epoch_pool(0))
     finally:
         recipe.cleanup()
+
+
+def test_warmup_phase_trains_its_tasks_first(world, tmp_path):
+    from model.recipes.sft import WARMUP_EPOCH
+
+    cfg = sft_config(
+        world,
+        tmp_path / "warm",
+        "data.task_weights={guardrail: 0}",
+        "data.warmup={steps: 4, task_weights: {single_label: 1.0, guardrail: 0.5}}",
+        "train.max_steps=null",
+        "train.num_epochs=1",
+    )
+    recipe = SFTRecipe(cfg)
+    recipe.setup()
+    try:
+        assert recipe.state.epoch == WARMUP_EPOCH
+        warm = recipe._epoch_plan(WARMUP_EPOCH)
+        # 6 single_label rows + a seeded half of the 6 guardrail rows = 9 rows, batch 4:
+        # 3 batches per pass, so the 4 steps take a second, differently shuffled pass
+        assert len(warm) == 4
+        assert {recipe.rows[i]["task"] for b in warm for i in b} == {"single_label", "guardrail"}
+        first_pass = sorted(i for b in warm[:3] for i in b)
+        assert len(first_pass) == 9 and first_pass == sorted(recipe._epoch_pool(WARMUP_EPOCH))
+        # guardrail is in the warm-up only; the main epoch keeps the other tasks
+        main_tasks = {recipe.rows[i]["task"] for b in recipe._epoch_plan(0) for i in b}
+        assert main_tasks == {"single_label", "vqa_closed", "region_detection"}
+        assert recipe.total_steps == 4 + len(recipe._epoch_plan(0))
+        result = recipe.train()
+        assert result.steps == recipe.total_steps and recipe.state.epoch == 0
+    finally:
+        recipe.cleanup()
+
+
+def test_replay_task_weights_steer_the_sample(world, tmp_path):
+    dataset = tmp_path / "reasoning.parquet"
+    fake_reasoning_builder(world.manifest_dir, out_path=dataset, data_root=world.data_root, split="train")
+
+    def tasks(weights, rows, name):
+        path, n = with_replay(
+            dataset, replay_shards=str(world.shards), rows=rows, seed=0,
+            out_path=tmp_path / name, is_main=True, task_weights=weights,
+        )
+        replayed = [r["task"] for r in iter_parquet_rows(path)][5:]
+        assert len(replayed) == n
+        return replayed
+
+    # a heavy weight takes all six guardrail rows; weight 0 never replays a task
+    assert tasks({"guardrail": 1e6}, 6, "heavy.parquet") == ["guardrail"] * 6
+    assert "guardrail" not in tasks({"guardrail": 0}, 12, "none.parquet")
+    # more rows asked than the kept tasks hold: all of them, no repeats
+    assert sorted(tasks({"guardrail": 0, "vqa_closed": 0, "region_detection": 0}, 50, "few.parquet")) == [
+        "single_label"
+    ] * 6

@@ -234,3 +234,16 @@ def test_resume_with_other_batch_settings_is_refused(world, tmp_path):
         _run(_sft(world, tmp_path / "run"), crash_at=5)
     with pytest.raises(ValueError, match="would not\\s+replay the same batches"):
         _run(_sft(world, tmp_path / "run", "train.micro_batch_size=2"))
+
+
+def test_sft_warmup_phase_resumes_exactly(world, tmp_path):
+    """A crash inside the warm-up phase (step 3 of 3) resumes there and crosses into the main mix."""
+    warm = "data.warmup={steps: 3, task_weights: {single_label: 1.0, region_detection: 0.5}}"
+    full = _run(_sft(world, tmp_path / "full", warm))
+    with pytest.raises(SimulatedCrash):
+        _run(_sft(world, tmp_path / "crash", warm), crash_at=5)
+    resumed = _run(_sft(world, tmp_path / "crash", warm))
+    assert resumed.resumed_from.endswith("step_2") and resumed.state.epoch == 0
+    _assert_same_weights(tmp_path / "full", tmp_path / "crash")
+    after = _losses(resumed, "sft")
+    assert sorted(after) == [3, 4, 5] and after == {s: v for s, v in _losses(full, "sft").items() if s in after}
