@@ -1,6 +1,8 @@
 """Training losses beyond next-token cross-entropy (which lives in the model's forward).
 
 * :func:`dpo_loss`: Direct Preference Optimization, sigmoid form (Rafailov et al., 2023).
+* :func:`chosen_nll`: the per-token negative log-likelihood of the chosen answers, the term RPO adds
+  to DPO (Pang et al., 2024).
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["dpo_loss"]
+__all__ = ["chosen_nll", "dpo_loss"]
 
 
 def dpo_loss(
@@ -66,3 +68,30 @@ def dpo_loss(
     rejected_logratios = policy_rejected_logps - reference_rejected_logps
     losses = -F.logsigmoid(beta * (chosen_logratios - rejected_logratios))
     return losses.mean(), beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
+
+
+def chosen_nll(policy_chosen_logps: torch.Tensor, chosen_tokens: torch.Tensor) -> torch.Tensor:
+    r"""Mean per-token negative log-likelihood of the chosen answers under the policy.
+
+    .. math:: \mathcal{L}_{NLL} = \frac{1}{B}\sum_i \frac{-\log\pi_\theta(y_w^i|x^i)}{|y_w^i|}
+
+    Added to the DPO loss with weight ``alpha`` it is RPO (Pang et al., "Iterative Reasoning
+    Preference Optimization", 2024, https://arxiv.org/abs/2404.19733, eq. 1; TRL's ``rpo_alpha``):
+    plain DPO on few pairs can lower the likelihood of the chosen answers too (only the margin is
+    pushed), and a long structured answer then stops reaching its last step; the NLL term keeps the
+    chosen answers likely.
+
+    Args:
+        policy_chosen_logps: ``(B,)`` summed log-probs of the chosen answers under the policy.
+        chosen_tokens: ``(B,)`` the number of answer tokens of each chosen answer.
+
+    Raises:
+        ValueError: shapes differ or an answer has no token.
+    """
+    if policy_chosen_logps.shape != chosen_tokens.shape:
+        raise ValueError(
+            f"chosen_nll: shapes differ, {tuple(policy_chosen_logps.shape)} vs {tuple(chosen_tokens.shape)}"
+        )
+    if bool((chosen_tokens <= 0).any()):
+        raise ValueError(f"chosen_nll: every chosen answer needs >= 1 token, got {chosen_tokens.tolist()}")
+    return (-policy_chosen_logps / chosen_tokens.to(policy_chosen_logps.dtype)).mean()

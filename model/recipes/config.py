@@ -442,9 +442,14 @@ class SamplingSettings(_Settings):
 
 
 class DPOLossSettings(_Settings):
-    """The DPO objective (``model.losses.dpo_loss``)."""
+    """The DPO objective (``model.losses.dpo_loss``, plus ``model.losses.chosen_nll`` for RPO)."""
 
     beta: float = Field(0.1, gt=0, description="KL-strength beta of the sigmoid DPO loss")
+    rpo_alpha: float = Field(
+        0.0,
+        ge=0,
+        description="weight of the chosen answers' per-token NLL added to the DPO loss (RPO; 0 = plain DPO)",
+    )
 
 
 class DPOConfig(_StageConfig):

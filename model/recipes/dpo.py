@@ -41,7 +41,7 @@ from transformers import AutoModelForImageTextToText, AutoTokenizer
 from model.collators import PreferenceCollator
 from model.data.io import atomic_file, iter_parquet_rows
 from model.generation import sample_answers, sequence_logprobs
-from model.losses import dpo_loss
+from model.losses import chosen_nll, dpo_loss
 from model.recipes._common import (
     DistInfo,
     ThroughputMeter,
@@ -561,12 +561,17 @@ class DPORecipe:
         loss, chosen, rejected = dpo_loss(
             policy[:n], policy[n:], reference[:n], reference[n:], beta=self.cfg.loss.beta
         )
+        chosen_tokens = (batch["labels"][:n, 1:] != -100).sum(-1).to(policy.device)
+        nll = chosen_nll(policy[:n], chosen_tokens)
         stats = {
             "rewards_chosen": float(chosen.mean()),
             "rewards_rejected": float(rejected.mean()),
             "rewards_accuracy": float((chosen > rejected).float().mean()),
             "rewards_margin": float((chosen - rejected).mean()),
+            "nll_chosen": float(nll.detach()),
         }
+        if self.cfg.loss.rpo_alpha > 0:
+            loss = loss + self.cfg.loss.rpo_alpha * nll
         return loss, stats
 
     def _log_params(self) -> None:

@@ -63,3 +63,40 @@ def test_invalid_inputs_raise():
         dpo_loss(_t(0.0), _t(0.0), _t(0.0), _t(0.0), beta=0.0)
     with pytest.raises(ValueError, match="share one shape"):
         dpo_loss(_t(0.0, 1.0), _t(0.0), _t(0.0), _t(0.0), beta=0.1)
+
+
+def test_chosen_nll_hand_worked():
+    # answers of 4 and 2 tokens with summed log-probs -2.0 and -3.0: (0.5 + 1.5) / 2 = 1.0
+    from model.losses import chosen_nll
+
+    got = chosen_nll(torch.tensor([-2.0, -3.0]), torch.tensor([4, 2]))
+    assert got.item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=">= 1 token"):
+        chosen_nll(torch.tensor([-2.0]), torch.tensor([0]))
+    with pytest.raises(ValueError, match="shapes differ"):
+        chosen_nll(torch.tensor([-2.0, -1.0]), torch.tensor([3]))
+
+
+def test_rpo_alpha_adds_the_chosen_nll(world, tmp_path):
+    """Same pairs, same first batch: loss(rpo_alpha=0.5) - loss(0) = 0.5 * the logged chosen NLL."""
+    from model.recipes import ListLogger
+    from model.recipes.dpo import DPORecipe
+    from tests.unit.model.recipes._world import CharF1Scorer, fake_reasoning_builder, stage_config
+
+    first = {}
+    for alpha in (0.0, 0.5):
+        logger = ListLogger()
+        cfg = stage_config(
+            "dpo", world, tmp_path / f"a{alpha}", "train.max_steps=1", "train.log_every=1",
+            f"loss.rpo_alpha={alpha}",
+        )
+        recipe = DPORecipe(cfg, logger, scorer=CharF1Scorer(), build_dataset=fake_reasoning_builder)
+        try:
+            recipe.setup()
+            recipe.train()
+        finally:
+            recipe.cleanup()
+        first[alpha] = (logger.series("dpo/loss")[0][1], logger.series("dpo/nll_chosen")[0][1])
+    (plain, nll0), (rpo, nll1) = first[0.0], first[0.5]
+    assert nll0 == pytest.approx(nll1) and nll0 > 0
+    assert rpo - plain == pytest.approx(0.5 * nll0, rel=1e-4)
