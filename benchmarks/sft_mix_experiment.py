@@ -74,7 +74,9 @@ def main() -> None:
     warm = json.loads(args.warmup_weights)
     warm_pool = weighted_pool(rows, {t: warm.get(t, 0.0) for t in {r["task"] for r in rows}}, args.seed)
     plan = [[warm_pool[j] for j in rng.sample(range(len(warm_pool)), 16)] for _ in range(args.warmup_steps)]
-    plan += [[pool[j] for j in rng.sample(range(len(pool)), 16)] for _ in range(args.steps - args.warmup_steps)]
+    plan += [
+        [pool[j] for j in rng.sample(range(len(pool)), 16)] for _ in range(args.steps - args.warmup_steps)
+    ]
     res = train_plain(
         model,
         lambda i: proc.encode_example(rows[i], data),
@@ -86,7 +88,11 @@ def main() -> None:
     )
     items = [it for it in collect_items(shards, per_family=80) if it.family != "report"]
     scores = score_all(items, model_predictions(model, proc, items, data_root=data, progress=False))
-    print(json.dumps({"steps": res.steps, "seconds": round(res.seconds, 1), "last_loss": round(res.last_loss, 3)}))
+    print(
+        json.dumps(
+            {"steps": res.steps, "seconds": round(res.seconds, 1), "last_loss": round(res.last_loss, 3)}
+        )
+    )
     print(json.dumps({f: round(v, 3) for f, (_, v) in headline(scores).items()}))
     print(json.dumps(scores["guardrail"]))
 

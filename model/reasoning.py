@@ -278,7 +278,9 @@ def _step3_concise(rec: ImageRecord, names: Sequence[str]) -> str:
     by_region: dict[str, list[Lesion]] = {}
     for les in rec.lesions:
         by_region.setdefault(les.region, []).append(les)
-    lines = [f"- {name}: {'; '.join(_describe(rec, les) for les in found)}." for name, found in by_region.items()]
+    lines = [
+        f"- {name}: {'; '.join(_describe(rec, les) for les in found)}." for name, found in by_region.items()
+    ]
     if any(n not in by_region for n in names):
         lines.append(f"- {'other structures' if by_region else 'all structures'}: no abnormality is seen.")
     return "\n".join(lines) if lines else "No region to describe."
@@ -349,12 +351,16 @@ def _step4(rec: ImageRecord, patient: PatientRecord | None, prior: ImageRecord |
 
 
 def _step4_concise(rec: ImageRecord, patient: PatientRecord | None, prior: ImageRecord | None) -> str:
-    complaint = patient.chief_complaint.rstrip(".") if patient is not None and patient.chief_complaint else None
+    complaint = (
+        patient.chief_complaint.rstrip(".") if patient is not None and patient.chief_complaint else None
+    )
     known = patient is not None and bool(patient.history or patient.chief_complaint)
     lines = [
         f"Considered: the patient history and the chief complaint ({complaint})."
         if complaint
-        else "Considered: the patient history." if known else "No patient history is recorded."
+        else "Considered: the patient history."
+        if known
+        else "No patient history is recorded."
     ]
     if prior is None:
         lines.append("No prior study.")
@@ -362,7 +368,9 @@ def _step4_concise(rec: ImageRecord, patient: PatientRecord | None, prior: Image
         lines.append(f"Prior study: month {prior.visit_month:g}.")
         lines.extend(_comparison(rec, prior))
     if rec.lesions:
-        listed = "; ".join(f"{les.severity} {_phrase(les.lesion_type)} in the {les.region}" for les in rec.lesions)
+        listed = "; ".join(
+            f"{les.severity} {_phrase(les.lesion_type)} in the {les.region}" for les in rec.lesions
+        )
         lines.append(f"Assessment: {len(rec.lesions)} abnormal finding(s): {listed}.")
     else:
         lines.append("Assessment: normal examination.")
@@ -792,7 +800,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--modalities", nargs="+", default=["xray", "ct"], help="modalities to keep")
     ap.add_argument("--seed", type=int, default=0, help="seed of the request paraphrase choice")
-    ap.add_argument("--style", choices=ANSWER_STYLES, default="full", help="answer style (concise: fewer tokens)")
+    ap.add_argument(
+        "--style", choices=ANSWER_STYLES, default="full", help="answer style (concise: fewer tokens)"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     summary = build_reasoning_dataset(

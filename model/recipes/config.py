@@ -286,7 +286,9 @@ class WarmupMix(_Settings):
 
     steps: int = Field(..., ge=1, description="optimizer steps of the phase (part of train.max_steps)")
     task_weights: dict[str, float] = Field(
-        ..., min_length=1, description="per-task multiplier of its rows in the phase; unlisted tasks are left out"
+        ...,
+        min_length=1,
+        description="per-task multiplier of its rows in the phase; unlisted tasks are left out",
     )
 
     @model_validator(mode="after")

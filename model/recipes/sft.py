@@ -311,9 +311,12 @@ class SFTRecipe:
         if not rows:
             raise ValueError(f"{d.shards}: no '{TRAIN_SPLIT}' rows of the configured tasks {sorted(kept)}")
         if d.warmup is not None:
-            missing = sorted(t for t, w in d.warmup.task_weights.items() if w > 0 and t not in {r["task"] for r in rows})
+            present = {r["task"] for r in rows}
+            missing = sorted(t for t, w in d.warmup.task_weights.items() if w > 0 and t not in present)
             if missing:
-                raise ValueError(f"{d.shards}: data.warmup lists task(s) {missing} without '{TRAIN_SPLIT}' rows")
+                raise ValueError(
+                    f"{d.shards}: data.warmup lists task(s) {missing} without '{TRAIN_SPLIT}' rows"
+                )
         return rows
 
     def _check_lengths(self) -> None:
@@ -342,7 +345,7 @@ class SFTRecipe:
             weights, default, key = d.warmup.task_weights, 0.0, _WARMUP_SEED_KEY
         else:
             weights, default, key = d.task_weights, 1.0, epoch
-        if not weights and default == 1.0 and not d.warmup:
+        if not weights and default == 1.0:  # the rows hold only kept tasks: all of them, once
             return list(range(len(self.rows)))
         rng = np.random.default_rng([self.cfg.train.seed, key, 7])
         pool: list[int] = []

@@ -516,8 +516,10 @@ def test_concise_style_keeps_steps_boxes_and_report_in_fewer_words():
     assert len(parse_boxes(concise)) == 5  # 3 structures + 2 lesions, as in the full answer
     assert steps[3].splitlines()[1:] == [
         "- right lung: mild pneumothorax measuring 30 mm, <ref>pneumothorax</ref><box>[[200, 200, 300, 400]]</box>.",
-        "- left lung: moderate consolidation measuring 15 mm, "
-        "<ref>consolidation</ref><box>[[600, 300, 750, 600]]</box>.",
+        (
+            "- left lung: moderate consolidation measuring 15 mm, "
+            "<ref>consolidation</ref><box>[[600, 300, 750, 600]]</box>."
+        ),
         "- other structures: no abnormality is seen.",
     ]
     assert steps[4].splitlines()[1:] == [
@@ -531,6 +533,10 @@ def test_concise_style_keeps_steps_boxes_and_report_in_fewer_words():
     assert len(concise) < 0.85 * len(full)  # a prior and two lesions: the least saving
     normal = rs.validate_reasoning(rs.build_reasoning_answer(rec(**CT_CHANGES), None, None, style="concise"))
     assert normal[3].endswith("- all structures: no abnormality is seen.")
-    assert normal[4].splitlines()[1:] == ["No patient history is recorded.", "No prior study.", "Assessment: normal examination."]
+    assert normal[4].splitlines()[1:] == [
+        "No patient history is recorded.",
+        "No prior study.",
+        "Assessment: normal examination.",
+    ]
     with pytest.raises(ValueError, match="style must be one of"):
         rs.build_reasoning_answer(CURRENT, None, None, style="terse")

@@ -87,7 +87,11 @@ def test_rpo_alpha_adds_the_chosen_nll(world, tmp_path):
     for alpha in (0.0, 0.5):
         logger = ListLogger()
         cfg = stage_config(
-            "dpo", world, tmp_path / f"a{alpha}", "train.max_steps=1", "train.log_every=1",
+            "dpo",
+            world,
+            tmp_path / f"a{alpha}",
+            "train.max_steps=1",
+            "train.log_every=1",
             f"loss.rpo_alpha={alpha}",
         )
         recipe = DPORecipe(cfg, logger, scorer=CharF1Scorer(), build_dataset=fake_reasoning_builder)

@@ -170,8 +170,12 @@ def test_reasoning_sft_replays_stage_one_rows(world, tmp_path):
     replayed = [r for r in mix if r["id"] in curated]
     assert len(replayed) == 3 and logger.params["reasoning_sft.dataset.replay_rows"] == 3
     again = with_replay(
-        tmp_path / "rs" / "reasoning_train.parquet", replay_shards=str(world.shards), rows=3, seed=0,
-        out_path=tmp_path / "again.parquet", is_main=True,
+        tmp_path / "rs" / "reasoning_train.parquet",
+        replay_shards=str(world.shards),
+        rows=3,
+        seed=0,
+        out_path=tmp_path / "again.parquet",
+        is_main=True,
     )[0]
     assert [r["id"] for r in iter_parquet_rows(again)] == [r["id"] for r in mix]  # seeded: same sample
 
@@ -311,8 +315,13 @@ def test_replay_task_weights_steer_the_sample(world, tmp_path):
 
     def tasks(weights, rows, name):
         path, n = with_replay(
-            dataset, replay_shards=str(world.shards), rows=rows, seed=0,
-            out_path=tmp_path / name, is_main=True, task_weights=weights,
+            dataset,
+            replay_shards=str(world.shards),
+            rows=rows,
+            seed=0,
+            out_path=tmp_path / name,
+            is_main=True,
+            task_weights=weights,
         )
         replayed = [r["task"] for r in iter_parquet_rows(path)][5:]
         assert len(replayed) == n
@@ -322,6 +331,7 @@ def test_replay_task_weights_steer_the_sample(world, tmp_path):
     assert tasks({"guardrail": 1e6}, 6, "heavy.parquet") == ["guardrail"] * 6
     assert "guardrail" not in tasks({"guardrail": 0}, 12, "none.parquet")
     # more rows asked than the kept tasks hold: all of them, no repeats
-    assert sorted(tasks({"guardrail": 0, "vqa_closed": 0, "region_detection": 0}, 50, "few.parquet")) == [
-        "single_label"
-    ] * 6
+    assert (
+        sorted(tasks({"guardrail": 0, "vqa_closed": 0, "region_detection": 0}, 50, "few.parquet"))
+        == ["single_label"] * 6
+    )

@@ -246,4 +246,6 @@ def test_sft_warmup_phase_resumes_exactly(world, tmp_path):
     assert resumed.resumed_from.endswith("step_2") and resumed.state.epoch == 0
     _assert_same_weights(tmp_path / "full", tmp_path / "crash")
     after = _losses(resumed, "sft")
-    assert sorted(after) == [3, 4, 5] and after == {s: v for s, v in _losses(full, "sft").items() if s in after}
+    assert sorted(after) == [3, 4, 5] and after == {
+        s: v for s, v in _losses(full, "sft").items() if s in after
+    }
