@@ -16,9 +16,12 @@ report                  ROUGE-L F-measure of the whole report                   
 region_recognition      macro-F1 over region names                                       higher
 region_detection        mean IoU of the first predicted box with the gold box            higher
 lesion_localisation     mean IoU, one-to-one matching, averaged over max(#gold, #pred)   higher
-region_vqa              exact match of the cleaned answer                                higher
+region_vqa              accuracy: presence = cleaned yes/no match, abnormality = the     higher
+                        answer names the boxed lesion's type (gold captions are drawn
+                        from several phrasings, so their exact text is not scored)
 guardrail               refusal accuracy on absent targets (balanced accuracy reported)  higher
-prognosis               accuracy of the yes/no landmark answer                           higher
+prognosis               balanced accuracy of the yes/no landmark answer (mean recall of  higher
+                        "yes" and "no": the labels are imbalanced, ~80% "no" in demo)
 ======================  ===============================================================  =========
 
 Baselines on the same items: the *majority answer* (the most frequent training answer of the
@@ -74,7 +77,7 @@ FAMILIES: tuple[str, ...] = (
 )
 _BOX_FAMILIES = ("region_detection", "lesion_localisation")
 #: Generation budget per family (reports are long; everything else is a short answer).
-MAX_NEW_TOKENS: dict[str, int] = {"report": 160, "multi_label": 32}
+MAX_NEW_TOKENS: dict[str, int] = {"report": 160, "multi_label": 32, "region_vqa": 40}
 _DEFAULT_NEW_TOKENS = 24
 
 
@@ -246,8 +249,31 @@ def _score_region_box(items, answers) -> dict[str, float]:
     return {"mean_iou": sum(ious) / len(ious)}
 
 
-def _score_exact(items, answers) -> dict[str, float]:
-    return {"accuracy": _accuracy([vqa_clean(a) == vqa_clean(it.gold) for it, a in zip(items, answers)])}
+def _names(answer: str, label: str) -> bool:
+    """Whether the cleaned ``answer`` holds the cleaned ``label`` as whole words."""
+    return f" {vqa_clean(label)} " in f" {vqa_clean(answer)} "
+
+
+def _score_region_vqa(items, answers) -> dict[str, float]:
+    flags: dict[str, list[bool]] = {"presence": [], "abnormality": []}
+    for it, a in zip(items, answers):
+        if it.target.get("kind") == "abnormality":
+            flags["abnormality"].append(_names(a, it.target["label"]))
+        else:
+            flags["presence"].append(vqa_clean(a) == vqa_clean(it.gold))
+    out = {"accuracy": _accuracy(flags["presence"] + flags["abnormality"])}
+    out.update({f"{k}_accuracy": _accuracy(v) for k, v in flags.items() if v})
+    return out
+
+
+def _score_prognosis(items, answers) -> dict[str, float]:
+    by_label: dict[str, list[bool]] = defaultdict(list)
+    for it, a in zip(items, answers):
+        gold = vqa_clean(it.gold)
+        by_label[gold].append((vqa_clean(a).split() or [""])[0] == gold)
+    recalls = [_accuracy(v) for v in by_label.values()]
+    every = [f for v in by_label.values() for f in v]
+    return {"balanced_accuracy": sum(recalls) / len(recalls), "accuracy": _accuracy(every)}
 
 
 def _score_guardrail(items, answers) -> dict[str, float]:
@@ -270,9 +296,9 @@ _SCORERS: dict[str, Callable[[Sequence[FamilyItem], Sequence[str]], dict[str, fl
     "region_recognition": _score_labels,
     "region_detection": _score_region_box,
     "lesion_localisation": _score_box,
-    "region_vqa": _score_exact,
+    "region_vqa": _score_region_vqa,
     "guardrail": _score_guardrail,
-    "prognosis": _score_exact,
+    "prognosis": _score_prognosis,
 }
 
 

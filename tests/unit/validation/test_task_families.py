@@ -10,6 +10,7 @@ from model.data.boxes import format_ref_boxes
 from model.data.io import ShardedParquetWriter
 from model.data.schema import INSTRUCTION_SCHEMA
 from validation.task_families import (
+    FamilyItem,
     collect_items,
     majority_answers,
     majority_predictions,
@@ -99,6 +100,34 @@ def test_majority_baseline_is_the_constant_answer(shards):
     assert scores["guardrail"]["balanced_accuracy"] == pytest.approx(0.5)
     assert 0.5 < scores["lesion_localisation"]["mean_iou"] < 1.0
     assert scores["modality"]["macro_f1"] < 0.5
+    # one constant yes/no answer: right on one label only, whatever the label shares
+    assert scores["prognosis"]["balanced_accuracy"] == pytest.approx(0.5)
+    assert scores["prognosis"]["accuracy"] > 0.5  # 6 of the 9 test answers are "Yes", the majority
+
+
+def _item(family: str, gold: str, target: dict) -> FamilyItem:
+    return FamilyItem(family, {}, gold, target)
+
+
+def test_region_vqa_scores_presence_by_answer_and_abnormality_by_lesion_type():
+    items = [
+        _item("region_vqa", "No", {"kind": "presence", "answer": "no"}),
+        _item("region_vqa", "Yes", {"kind": "presence", "answer": "yes"}),
+        _item("region_vqa", "The box contains a mild nodule of 4 mm in the left lung.", {"kind": "abnormality", "label": "nodule"}),
+        _item("region_vqa", "This region shows a mass.", {"kind": "abnormality", "label": "mass"}),
+    ]  # fmt: skip
+    answers = ["No.", "No", "This region shows a moderate nodule (6 mm).", "A nodule in the left lung."]
+    s = score_family("region_vqa", items, answers)
+    assert s == {"accuracy": 0.5, "presence_accuracy": 0.5, "abnormality_accuracy": 0.5}
+    # the lesion type must be named as whole words: "masses" is not "mass"
+    assert score_family("region_vqa", items[3:], ["Masses everywhere."])["accuracy"] == 0.0
+
+
+def test_prognosis_balanced_accuracy_is_the_mean_recall_of_both_answers():
+    items = [_item("prognosis", g, {}) for g in ["No", "No", "No", "Yes"]]
+    s = score_family("prognosis", items, ["No", "No.", "Yes", "Yes, beyond 14 months."])
+    assert s["balanced_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
+    assert s["accuracy"] == 0.75
 
 
 def test_matched_mean_iou_penalises_extra_and_missing_boxes():
