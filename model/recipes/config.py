@@ -431,6 +431,11 @@ class DPODataSettings(ReasoningDataSettings):
         description="fewer preference pairs than this stop the run (NoPreferencePairsError); 0 lets a run "
         "whose samples all tie finish with zero DPO steps and the model saved unchanged (ci only)",
     )
+    pairs_file: str | None = Field(
+        None,
+        description="train on this preference dataset instead of sampling (Parquet with the columns of "
+        "model.recipes.dpo.PAIR_SCHEMA: an earlier run's preference_pairs.parquet or a reviewed set)",
+    )
 
 
 class SamplingSettings(_Settings):
@@ -441,6 +446,11 @@ class SamplingSettings(_Settings):
     top_p: float = Field(0.95, gt=0, le=1, description="nucleus mass")
     max_new_tokens: int = Field(256, ge=1, description="generation budget per answer")
     seed: int = Field(0, description="sampling seed (prompt i uses seed + i)")
+    well_formed_only: bool = Field(
+        False,
+        description="a candidate without steps 1-5 once each, in order (model.reasoning.validate_reasoning) "
+        "scores 0 before the (best, worst) choice, so a garbled answer is never the chosen one",
+    )
 
 
 class DPOLossSettings(_Settings):
@@ -477,6 +487,10 @@ class DPOConfig(_StageConfig):
             "data.manifest_dir", self.data.manifest_dir, "the ingest output (dvc repro ingest@<profile>)"
         )
         _require_dir("data.data_root", self.data.data_root, "the profile's data root (data/<profile>)")
+        if self.data.pairs_file is not None:
+            _require_file(
+                "data.pairs_file", self.data.pairs_file, "a preference dataset (preference_pairs.parquet)"
+            )
         self._check_common_paths()
 
 

@@ -7,9 +7,11 @@ Reads top to bottom (torchtune ``recipes/lora_dpo_single_device.py`` is the mode
    then the PREFERENCE PAIRS: for each prompt, K answers from ONE batched
    :func:`model.generation.sample_answers` call; each answer's step-5 report is scored by
    CheXpert-style F1 against the reference report (:class:`ReportScorer`, default
-   ``validation.report_labeler``); (best, worst) become (chosen, rejected) when their scores
-   differ. The pairs are written to ``<output_dir>/preference_pairs.parquet`` (an artifact), then
-   the DeepSpeed engine is built and a checkpoint resumed if configured.
+   ``validation.report_labeler``; with ``sampling.well_formed_only`` an answer without steps 1-5
+   in order scores 0); (best, worst) become (chosen, rejected) when their scores differ, ties
+   going to the sample the policy found most likely (:func:`select_pair`). The pairs are written
+   to ``<output_dir>/preference_pairs.parquet`` (an artifact), or read from ``data.pairs_file``
+   instead of sampling; then the DeepSpeed engine is built and a checkpoint resumed if configured.
 2. ``train``: batches from :class:`~model.collators.PreferenceCollator` (chosen rows first, then
    rejected), sequence log-probs of policy and reference
    (:func:`model.generation.sequence_logprobs`), :func:`model.losses.dpo_loss` with ``beta``.
@@ -25,6 +27,7 @@ import functools
 import gc
 import json
 import logging
+import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -42,6 +45,7 @@ from model.collators import PreferenceCollator
 from model.data.io import atomic_file, iter_parquet_rows
 from model.generation import sample_answers, sequence_logprobs
 from model.losses import chosen_nll, dpo_loss
+from model.reasoning import ReasoningFormatError, validate_reasoning
 from model.recipes._common import (
     DistInfo,
     ThroughputMeter,
@@ -82,7 +86,9 @@ __all__ = [
     "LabelerScorer",
     "NoPreferencePairsError",
     "ReportScorer",
+    "is_well_formed",
     "main",
+    "read_pairs",
     "reference_report",
     "run_dpo",
     "select_pair",
@@ -162,17 +168,65 @@ def reference_report(row: dict[str, Any]) -> str:
     return ref
 
 
-def select_pair(scores: Sequence[float]) -> tuple[int, int] | None:
-    """Indices ``(best, worst)`` (first occurrence of the max and of the min); None if all scores tie.
+def read_pairs(path: str | os.PathLike, *, min_pairs: int = 1) -> list[dict[str, Any]]:
+    """Preference pairs from a Parquet file with the columns of :data:`PAIR_SCHEMA`.
+
+    Raises:
+        ValueError: a column is missing, or a row has an empty prompt/chosen/rejected (names the row).
+        NoPreferencePairsError: fewer than ``min_pairs`` rows.
+    """
+    table = pq.read_table(path)
+    missing = [n for n in PAIR_SCHEMA.names if n not in table.column_names]
+    if missing:
+        raise ValueError(
+            f"{path}: preference dataset lacks column(s) {missing}; expected {PAIR_SCHEMA.names}"
+        )
+    rows = table.select(PAIR_SCHEMA.names).to_pylist()
+    for i, r in enumerate(rows):
+        empty = [k for k in ("prompt", "chosen", "rejected") if not (r[k] or "").strip()]
+        if empty or not r["images"]:
+            raise ValueError(f"{path}: row {i} (id {r['id']!r}) has no {empty or ['images']}")
+    if len(rows) < min_pairs:
+        raise NoPreferencePairsError(
+            f"{path}: {len(rows)} preference pairs, below data.min_pairs={min_pairs}"
+        )
+    return rows
+
+
+def select_pair(
+    scores: Sequence[float], likelihoods: Sequence[float] | None = None
+) -> tuple[int, int] | None:
+    """Indices ``(best, worst)`` by score; None if all scores tie.
+
+    Ties inside the best and inside the worst score go to the candidate the policy found most
+    likely (``likelihoods``, e.g. the mean token log-probability of each sample): the most fluent
+    of the best answers, and the most plausible of the worst (the failure greedy decoding is
+    closest to, not the least likely garble). Without ``likelihoods``, the first occurrence wins.
 
     Example:
         >>> select_pair([0.2, 0.9, 0.2, 0.9])
         (1, 0)
+        >>> select_pair([0.2, 0.9, 0.2, 0.9], likelihoods=[-2.0, -1.5, -0.5, -0.4])
+        (3, 2)
         >>> select_pair([0.5, 0.5]) is None
         True
     """
-    best, worst = int(np.argmax(scores)), int(np.argmin(scores))
+    if likelihoods is not None and len(likelihoods) != len(scores):
+        raise ValueError(f"select_pair: {len(likelihoods)} likelihoods for {len(scores)} scores")
+    tie = list(likelihoods) if likelihoods is not None else [0.0] * len(scores)
+    order = range(len(scores))
+    best = max(order, key=lambda i: (scores[i], tie[i], -i))
+    worst = min(order, key=lambda i: (scores[i], -tie[i], i))
     return None if scores[best] == scores[worst] else (best, worst)
+
+
+def is_well_formed(answer: str) -> bool:
+    """Steps 1-5 once each, in order, non-empty, with a step-5 report (``model.reasoning.validate_reasoning``)."""
+    try:
+        validate_reasoning(answer)
+    except ReasoningFormatError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,6 +396,10 @@ class DPORecipe:
         pairs_path = self.output_dir / PAIRS_FILE
         if resuming and pairs_path.is_file():
             self.pairs = pq.read_table(pairs_path).to_pylist()
+        elif cfg.data.pairs_file is not None:
+            self.pairs = read_pairs(cfg.data.pairs_file, min_pairs=cfg.data.min_pairs)
+            if self.dist.is_main:
+                self._write_pairs(pairs_path)
         else:
             prompts = self._load_prompts()
             self._check_prompt_room(prompts)
@@ -402,7 +460,7 @@ class DPORecipe:
         s, scorer = self.cfg.sampling, self.scorer or LabelerScorer()
         root = Path(self.cfg.data.data_root)
         mine = list(range(self.dist.rank, len(prompts), self.dist.world_size))
-        local: list[tuple[int, dict | None, list[float]]] = []
+        local: list[tuple[int, dict | None, list[float], list[bool]]] = []
         model.eval()
         for i in tqdm(
             mine, desc="dpo: sampling", disable=not (self.cfg.train.progress_bar and self.dist.is_main)
@@ -421,8 +479,13 @@ class DPORecipe:
                 seed=s.seed + i,
             )
             ref = reference_report(row)
-            scores = [scorer.score(a.text, ref) for a in answers]
-            pick = select_pair(scores)
+            formed = [is_well_formed(a.text) for a in answers]
+            scores = [
+                scorer.score(a.text, ref) if ok or not s.well_formed_only else 0.0
+                for a, ok in zip(answers, formed)
+            ]
+            fluency = [float(np.mean(a.token_logprobs)) if a.token_logprobs else -np.inf for a in answers]
+            pick = select_pair(scores, fluency)
             pair = None
             if pick is not None:
                 best, worst = pick
@@ -436,13 +499,13 @@ class DPORecipe:
                     "rejected_score": float(scores[worst]),
                     "reference": ref,
                 }
-            local.append((i, pair, scores))
+            local.append((i, pair, scores, formed))
         gathered = [local]
         if self.dist.world_size > 1:
             gathered = [None] * self.dist.world_size
             torch.distributed.all_gather_object(gathered, local)
         results = sorted((item for part in gathered for item in part), key=lambda t: t[0])
-        pairs = [p for _, p, _ in results if p is not None]
+        pairs = [p for _, p, _, _ in results if p is not None]
         self._log_pair_stats(results, pairs)
         if len(pairs) < self.cfg.data.min_pairs:
             raise NoPreferencePairsError(
@@ -459,7 +522,8 @@ class DPORecipe:
     def _log_pair_stats(self, results: list, pairs: list[dict]) -> None:
         if not self.dist.is_main:
             return
-        all_scores = [x for _, _, sc in results for x in sc]
+        all_scores = [x for _, _, sc, _ in results for x in sc]
+        formed = [x for *_, ok in results for x in ok]
         metrics = {
             "dpo/prompts": float(len(results)),
             "dpo/pairs": float(len(pairs)),
@@ -468,6 +532,7 @@ class DPORecipe:
         # a mean over nothing is undefined: it is left out, never logged as a placeholder
         if all_scores:
             metrics["dpo/sample_f1_mean"] = float(np.mean(all_scores))
+            metrics["dpo/well_formed_rate"] = float(np.mean(formed))
         if pairs:
             metrics["dpo/chosen_f1_mean"] = float(np.mean([p["chosen_score"] for p in pairs]))
             metrics["dpo/rejected_f1_mean"] = float(np.mean([p["rejected_score"] for p in pairs]))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -19,7 +20,7 @@ from safetensors.torch import load_file
 from model.data.io import iter_parquet_rows
 from model.recipes import ListLogger, NonFiniteLossError, RecipeConfigError
 from model.recipes.audio import AudioRecipe, run_audio
-from model.recipes.dpo import PAIR_SCHEMA, DPORecipe, NoPreferencePairsError, run_dpo
+from model.recipes.dpo import PAIR_SCHEMA, DPORecipe, NoPreferencePairsError, read_pairs, run_dpo
 from model.recipes.reasoning_sft import ReasoningSFTRecipe, with_replay
 from model.recipes.sft import SFTRecipe, main, run_sft, token_lengths
 from model.tokenizer import load_tokenizer
@@ -201,6 +202,62 @@ def test_dpo_ci_end_to_end(world, tmp_path):
     assert logger.series("dpo/pairs")[0][1] == len(rows)
     assert str(tmp_path / "dpo" / "preference_pairs.parquet") in logger.artifacts
     assert _changed(_weights(world.checkpoint), _weights(result.model_dir), "language_model.")
+
+
+class _NeverCalled:
+    def score(self, answer: str, reference: str) -> float:
+        raise AssertionError("a DPO run on a given preference dataset must not sample")
+
+
+def _pair(i: int, image: str, **kw) -> dict:
+    row = {
+        "id": f"p{i}",
+        "prompt": "<image>\nWrite the 5-step report.",
+        "images": [image],
+        "chosen": "Step 5: The lungs are clear.",
+        "rejected": "Step 1: lung lung lung",
+        "chosen_score": 1.0,
+        "rejected_score": 0.0,
+        "reference": "The lungs are clear.",
+    }
+    return row | kw
+
+
+def test_dpo_trains_on_a_given_preference_dataset_without_sampling(world, tmp_path):
+    image = next(r for r in iter_parquet_rows(world.shards) if r["split"] == "train")["images"][0]
+    given = tmp_path / "reviewed_pairs.parquet"
+    pq.write_table(pa.Table.from_pylist([_pair(i, image) for i in range(3)], schema=PAIR_SCHEMA), given)
+    logger = ListLogger()
+    cfg = stage_config("dpo", world, tmp_path / "dpo", f"data.pairs_file={given}", "train.max_steps=1")
+    result = _run(DPORecipe(cfg, logger, scorer=_NeverCalled(), build_dataset=fake_reasoning_builder))
+    assert result.num_examples == 3 and result.steps == 1
+    copied = pq.read_table(tmp_path / "dpo" / "preference_pairs.parquet").to_pylist()
+    assert [r["id"] for r in copied] == ["p0", "p1", "p2"]  # the run's artifact = the given dataset
+    assert _changed(_weights(world.checkpoint), _weights(result.model_dir), "language_model.")
+
+
+def test_read_pairs_names_the_file_and_the_bad_row(tmp_path):
+    path = tmp_path / "pairs.parquet"
+    pq.write_table(pa.Table.from_pylist([_pair(0, "a.png")]).drop(["rejected"]), path)
+    with pytest.raises(
+        ValueError, match=r"pairs.parquet: preference dataset lacks column\(s\) \['rejected'\]"
+    ):
+        read_pairs(path)
+    pq.write_table(
+        pa.Table.from_pylist([_pair(0, "a.png"), _pair(1, "a.png", chosen=" ")], schema=PAIR_SCHEMA), path
+    )
+    with pytest.raises(ValueError, match=r"row 1 \(id 'p1'\) has no \['chosen'\]"):
+        read_pairs(path)
+    pq.write_table(pa.Table.from_pylist([_pair(0, "a.png")], schema=PAIR_SCHEMA), path)
+    assert len(read_pairs(path)) == 1
+    with pytest.raises(NoPreferencePairsError, match="1 preference pairs, below data.min_pairs=2"):
+        read_pairs(path, min_pairs=2)
+
+
+def test_missing_pairs_file_is_named(world, tmp_path):
+    cfg = stage_config("dpo", world, tmp_path / "dpo", f"data.pairs_file={tmp_path / 'nope.parquet'}")
+    with pytest.raises(FileNotFoundError, match="data.pairs_file"):
+        cfg.check_paths()
 
 
 class _Constant:
