@@ -119,7 +119,7 @@ def learning_report(
     manifest: str | os.PathLike | None = None,
     split: str = "test",
     per_family: int = 150,
-    reasoning_prompts: int = 24,
+    reasoning_prompts: int = 48,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Score the majority answer and every checkpoint on the same held-out items; write the tables.
@@ -192,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--checkpoint", action="append", type=_checkpoint_arg, default=[])
     ap.add_argument("--split", default="test")
     ap.add_argument("--per-family", type=int, default=150)
-    ap.add_argument("--reasoning-prompts", type=int, default=24)
+    ap.add_argument("--reasoning-prompts", type=int, default=48)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     result = learning_report(
