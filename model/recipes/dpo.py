@@ -395,7 +395,7 @@ class DPORecipe:
         resuming = find_checkpoint(self.output_dir, cfg.train.resume_from) is not None
         pairs_path = self.output_dir / PAIRS_FILE
         if resuming and pairs_path.is_file():
-            self.pairs = pq.read_table(pairs_path).to_pylist()
+            self.pairs = read_pairs(pairs_path, min_pairs=0)
         elif cfg.data.pairs_file is not None:
             self.pairs = read_pairs(cfg.data.pairs_file, min_pairs=cfg.data.min_pairs)
             if self.dist.is_main:
