@@ -311,10 +311,18 @@ class SFTDataSettings(_Settings):
         None, description="an optional first phase on its own task mix (curriculum); None = main mix only"
     )
     max_length: int | None = Field(None, ge=8, description="token limit per example; None = model context")
+    balanced_tasks: list[str] = Field(
+        default_factory=list,
+        description="tasks whose rows are resampled so that every distinct answer gets the same share "
+        "of the task (rare answers repeated, e.g. prognosis: ~20% 'Yes'); the task weight applies after",
+    )
 
     @model_validator(mode="after")
     def _known_tasks(self) -> SFTDataSettings:
         _check_task_weights("data.task_weights", self.task_weights, default=1.0)
+        unknown = sorted(set(self.balanced_tasks) - set(TASKS))
+        if unknown:
+            raise ValueError(f"data.balanced_tasks: unknown task(s) {unknown}; tasks are {list(TASKS)}")
         return self
 
     def kept_tasks(self) -> set[str]:

@@ -89,6 +89,38 @@ _COLUMNS = ["id", "task", "images", "conversations", "split"]
 # ---------------------------------------------------------------------------------------------
 
 
+def balance_by_answer(idx: Sequence[int], answers: Sequence[str], rng: np.random.Generator) -> list[int]:
+    """``idx`` resampled so that every distinct answer has as many rows as the most common one.
+
+    Answers are compared stripped and lower-cased. A rarer answer's rows are repeated
+    ``int(n_max / n)`` times plus a seeded sample of the remainder (without replacement), so the
+    share of each answer is exact and the result is a pure function of ``rng``'s seed.
+
+    Args:
+        idx: row indices of one task.
+        answers: the answer of each row of ``idx`` (same order).
+        rng: the epoch's generator.
+
+    Returns:
+        row indices, grouped by answer in sorted answer order.
+    """
+    if len(idx) != len(answers):
+        raise ValueError(f"balance_by_answer: {len(idx)} rows but {len(answers)} answers")
+    groups: dict[str, list[int]] = {}
+    for i, a in zip(idx, answers):
+        groups.setdefault(a.strip().lower(), []).append(i)
+    if not groups:
+        return []
+    target = max(len(g) for g in groups.values())
+    out: list[int] = []
+    for _, g in sorted(groups.items()):
+        out += g * (target // len(g))
+        rest = target % len(g)
+        if rest:
+            out += sorted(rng.choice(g, size=rest, replace=False).tolist())
+    return out
+
+
 class InstructionRows(Dataset):
     """Instruction rows encoded on the fly: ``processor.encode_example`` plus the record ``id``."""
 
@@ -338,19 +370,22 @@ class SFTRecipe:
         """Row indices of one epoch: each task repeated ``int(w)`` times + a seeded ``frac(w)`` share.
 
         The warm-up phase (``epoch == WARMUP_EPOCH``) uses ``data.warmup.task_weights`` (unlisted
-        tasks 0); the main epochs ``data.task_weights`` (unlisted tasks 1).
+        tasks 0); the main epochs ``data.task_weights`` (unlisted tasks 1). A task of
+        ``data.balanced_tasks`` is first resampled to equal answer shares (:func:`balance_by_answer`).
         """
         d = self.cfg.data
         if epoch == WARMUP_EPOCH:
             weights, default, key = d.warmup.task_weights, 0.0, _WARMUP_SEED_KEY
         else:
             weights, default, key = d.task_weights, 1.0, epoch
-        if not weights and default == 1.0:  # the rows hold only kept tasks: all of them, once
+        if not weights and default == 1.0 and not d.balanced_tasks:  # all kept rows, once
             return list(range(len(self.rows)))
         rng = np.random.default_rng([self.cfg.train.seed, key, 7])
         pool: list[int] = []
         for task, idx in sorted(self._by_task.items()):
             w = weights.get(task, default)
+            if task in d.balanced_tasks and w > 0:
+                idx = balance_by_answer(idx, [self.rows[i]["conversations"][-1]["value"] for i in idx], rng)
             pool += idx * int(w)
             extra = round((w - int(w)) * len(idx))
             if extra:
@@ -422,6 +457,8 @@ class SFTRecipe:
             "world_size": self.dist.world_size,
             "num_rows": len(self.rows),
             "warmup": self.cfg.data.warmup.model_dump(mode="json") if self.cfg.data.warmup else None,
+            "task_weights": dict(sorted(self.cfg.data.task_weights.items())),
+            "balanced_tasks": sorted(self.cfg.data.balanced_tasks),
         }
 
     # -- train -----------------------------------------------------------------------------

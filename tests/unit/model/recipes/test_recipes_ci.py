@@ -334,6 +334,31 @@ def test_task_weights_reshape_the_epoch(world, tmp_path):
         recipe.cleanup()
 
 
+def test_balanced_task_gets_equal_answer_shares(world, tmp_path):
+    cfg = sft_config(world, tmp_path / "bal", "data.balanced_tasks=[single_label]")
+    recipe = SFTRecipe(cfg)
+    recipe.setup()
+    try:
+        rows = [i for i in range(len(recipe.rows)) if recipe.rows[i]["task"] == "single_label"]
+        # make the six modality answers unbalanced: 4 x "CT", 1 each of two others
+        for i in rows[:4]:
+            recipe.rows[i]["conversations"][-1]["value"] = "CT"
+        before = [recipe.rows[i]["conversations"][-1]["value"].lower() for i in rows]
+        after = [
+            recipe.rows[i]["conversations"][-1]["value"].lower()
+            for i in recipe._epoch_pool(0)
+            if recipe.rows[i]["task"] == "single_label"
+        ]
+        assert before.count("ct") == 4 and len(set(before)) == 3
+        assert {a: after.count(a) for a in set(after)} == {a: 4 for a in set(before)}
+        others = [i for i in recipe._epoch_pool(0) if recipe.rows[i]["task"] != "single_label"]
+        assert sorted(others) == [
+            i for i in range(len(recipe.rows)) if i not in rows
+        ]  # other tasks untouched
+    finally:
+        recipe.cleanup()
+
+
 def test_warmup_phase_trains_its_tasks_first(world, tmp_path):
     from model.recipes.sft import WARMUP_EPOCH
 
