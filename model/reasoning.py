@@ -48,7 +48,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from model.data.boxes import format_ref_boxes, to_normalised
+from model.data.boxes import BoxFormatError, format_ref_boxes, parse_boxes, to_normalised
 from model.data.curation import IMAGE_TOKEN, MODALITY_NAMES, TemplatePicker
 from model.data.io import atomic_file, iter_parquet_rows, parquet_files, sha256_file
 from model.data.schema import (
@@ -74,6 +74,7 @@ __all__ = [
     "build_reasoning_answer",
     "build_reasoning_dataset",
     "build_reasoning_row",
+    "check_answer_layout",
     "main",
     "parse_reasoning_steps",
     "reasoning_prompt",
@@ -178,6 +179,49 @@ def validate_reasoning(text: str) -> dict[int, str]:
     if empty:
         raise ReasoningFormatError(f"empty step(s) {empty}")
     _final(steps[5])
+    return steps
+
+
+#: one grounded reference as the builders write it: ``<ref>name</ref><box>[[x1, y1, x2, y2], ...]</box>``
+_GROUNDED = re.compile(
+    r"<ref>[^<>\n]+</ref><box>\[\[\d+, \d+, \d+, \d+\](?:, \[\d+, \d+, \d+, \d+\])*\]</box>"
+)
+_TAG = re.compile(r"</?(?:ref|box)>")
+_STEP_WORD = re.compile(r"^[ \t>#*_-]*step\b", re.IGNORECASE | re.MULTILINE)
+
+
+def check_answer_layout(text: str) -> dict[int, str]:
+    """:func:`validate_reasoning` plus the layout every writer's answer has, for free model output.
+
+    On top of steps 1-5 once each, in order: every ``<ref>``/``<box>`` tag belongs to a complete
+    ``<ref>name</ref><box>[[x1, y1, x2, y2], ...]</box>`` with possible boxes (``x1 < x2``,
+    ``y1 < y2``, on 0..1000); no line starts with "Step" except the five headers; "Final report"
+    appears once, at the start of step 5; "Impression:" at most once in step 5. A sampled answer
+    that scrambles these can still mention the right findings in its step 5; this check tells it
+    apart from an answer a reader could use.
+
+    Raises:
+        ReasoningFormatError: naming the first violation.
+    """
+    steps = validate_reasoning(text)
+    stray = _TAG.search(_GROUNDED.sub("", text))
+    if stray:
+        raise ReasoningFormatError(
+            f"a {stray.group()} tag outside a complete <ref>...</ref><box>[[...]]</box>"
+        )
+    try:
+        parse_boxes(text, strict=True)
+    except BoxFormatError as e:
+        raise ReasoningFormatError(str(e)) from e
+    step_lines = len(_STEP_WORD.findall(text))
+    if step_lines != len(steps):
+        raise ReasoningFormatError(
+            f"{step_lines - len(steps)} line(s) start with 'Step' but are no step header"
+        )
+    if len(re.findall(r"final report", text, re.IGNORECASE)) != 1 or not _FINAL_LABEL.match(steps[5]):
+        raise ReasoningFormatError("'Final report' must appear once, at the start of step 5")
+    if len(re.findall(r"impression:", steps[5], re.IGNORECASE)) > 1:
+        raise ReasoningFormatError("'Impression:' appears more than once in step 5")
     return steps
 
 

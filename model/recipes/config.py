@@ -316,6 +316,12 @@ class SFTDataSettings(_Settings):
         description="tasks whose rows are resampled so that every distinct answer gets the same share "
         "of the task (rare answers repeated, e.g. prognosis: ~20% 'Yes'); the task weight applies after",
     )
+    complement_modality_questions: bool = Field(
+        False,
+        description="add, for each closed 'Is the imaging modality X?' row, the same image asked about "
+        "another modality with the opposite answer (complementary pairs: the answer needs both the "
+        "question and the image)",
+    )
 
     @model_validator(mode="after")
     def _known_tasks(self) -> SFTDataSettings:
@@ -458,6 +464,12 @@ class SamplingSettings(_Settings):
         False,
         description="a candidate without steps 1-5 once each, in order (model.reasoning.validate_reasoning) "
         "scores 0 before the (best, worst) choice, so a garbled answer is never the chosen one",
+    )
+    format_check: Literal["steps", "layout"] = Field(
+        "steps",
+        description="what well_formed_only requires: 'steps' = steps 1-5 once each, in order "
+        "(model.reasoning.validate_reasoning); 'layout' = that plus complete ref/box tags with "
+        "possible boxes, no stray 'Step' lines, one 'Final report' (model.reasoning.check_answer_layout)",
     )
 
 

@@ -7,8 +7,8 @@ Reads top to bottom (torchtune ``recipes/lora_dpo_single_device.py`` is the mode
    then the PREFERENCE PAIRS: for each prompt, K answers from ONE batched
    :func:`model.generation.sample_answers` call; each answer's step-5 report is scored by
    CheXpert-style F1 against the reference report (:class:`ReportScorer`, default
-   ``validation.report_labeler``; with ``sampling.well_formed_only`` an answer without steps 1-5
-   in order scores 0); (best, worst) become (chosen, rejected) when their scores differ, ties
+   ``validation.report_labeler``; with ``sampling.well_formed_only`` an answer failing
+   ``sampling.format_check`` scores 0); (best, worst) become (chosen, rejected) when their scores differ, ties
    going to the sample the policy found most likely (:func:`select_pair`). The pairs are written
    to ``<output_dir>/preference_pairs.parquet`` (an artifact), or read from ``data.pairs_file``
    instead of sampling; then the DeepSpeed engine is built and a checkpoint resumed if configured.
@@ -45,7 +45,7 @@ from model.collators import PreferenceCollator
 from model.data.io import atomic_file, iter_parquet_rows
 from model.generation import sample_answers, sequence_logprobs
 from model.losses import chosen_nll, dpo_loss
-from model.reasoning import ReasoningFormatError, validate_reasoning
+from model.reasoning import ReasoningFormatError, check_answer_layout, validate_reasoning
 from model.recipes._common import (
     DistInfo,
     ThroughputMeter,
@@ -220,10 +220,17 @@ def select_pair(
     return None if scores[best] == scores[worst] else (best, worst)
 
 
-def is_well_formed(answer: str) -> bool:
-    """Steps 1-5 once each, in order, non-empty, with a step-5 report (``model.reasoning.validate_reasoning``)."""
+def is_well_formed(answer: str, check: str = "steps") -> bool:
+    """Whether a sampled answer passes the format ``check``.
+
+    ``steps``: steps 1-5 once each, in order, non-empty, with a step-5 report
+    (``model.reasoning.validate_reasoning``); ``layout``: that plus the layout of a usable answer
+    (``model.reasoning.check_answer_layout``: complete ref/box tags, possible boxes, no stray step lines).
+    """
+    if check not in ("steps", "layout"):
+        raise ValueError(f"is_well_formed: check must be 'steps' or 'layout', got {check!r}")
     try:
-        validate_reasoning(answer)
+        (validate_reasoning if check == "steps" else check_answer_layout)(answer)
     except ReasoningFormatError:
         return False
     return True
@@ -479,7 +486,7 @@ class DPORecipe:
                 seed=s.seed + i,
             )
             ref = reference_report(row)
-            formed = [is_well_formed(a.text) for a in answers]
+            formed = [is_well_formed(a.text, s.format_check) for a in answers]
             scores = [
                 scorer.score(a.text, ref) if ok or not s.well_formed_only else 0.0
                 for a, ok in zip(answers, formed)

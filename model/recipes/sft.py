@@ -81,7 +81,7 @@ TRAIN_SPLIT = "train"
 WARMUP_EPOCH = -1
 #: seed key of the warm-up phase's pool and batch order (kept apart from the main epochs' keys)
 _WARMUP_SEED_KEY = 1_000_003
-_COLUMNS = ["id", "task", "images", "conversations", "split"]
+_COLUMNS = ["id", "task", "images", "conversations", "split", "modality"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,6 +118,73 @@ def balance_by_answer(idx: Sequence[int], answers: Sequence[str], rng: np.random
         rest = target % len(g)
         if rest:
             out += sorted(rng.choice(g, size=rest, replace=False).tolist())
+    return out
+
+
+#: closed question naming the image's modality; ``slot`` is the modality's display name
+MODALITY_QUESTION = re.compile(r"Is the imaging modality (?P<slot>[^?\n]+)\?")
+
+
+def complementary_modality_questions(rows: Sequence[dict], rng: np.random.Generator) -> list[dict]:
+    """For each closed "Is the imaging modality X?" row, the same image asked about another modality.
+
+    Complementary pairs in the manner of VQA v2's balancing: the pair differs only in the named
+    modality and has opposite answers, so neither the image alone nor the question alone predicts
+    the answer. The display name of each modality is read from the rows answered "Yes" (the row's
+    ``modality`` field names the truth). A "Yes" row gets a "No" twin naming a seeded other
+    modality; a "No" row gets a "Yes" twin naming its own modality.
+
+    Args:
+        rows: instruction rows (``task``, ``modality``, ``conversations``, ...).
+        rng: seeded generator (the pick of the other modality).
+
+    Returns:
+        the new rows only (ids suffixed ``#complement``), in the order of their originals.
+
+    Raises:
+        ValueError: a "Yes" row names a modality whose display differs from another "Yes" row's.
+    """
+    display: dict[str, str] = {}
+    matched: list[tuple[dict, re.Match, str]] = []
+    for r in rows:
+        conv = r["conversations"]
+        if r["task"] != "vqa_closed" or len(conv) != 2:
+            continue
+        m = MODALITY_QUESTION.search(conv[0]["value"])
+        answer = conv[1]["value"].strip().lower()
+        if m is None or answer not in ("yes", "no"):
+            continue
+        matched.append((r, m, answer))
+        if answer == "yes":
+            known = display.setdefault(r["modality"], m["slot"])
+            if known != m["slot"]:
+                raise ValueError(
+                    f"row {r['id']}: modality {r['modality']!r} asked as {m['slot']!r}, elsewhere as {known!r}"
+                )
+    names = sorted(display)
+    out: list[dict] = []
+    for r, m, answer in matched:
+        if answer == "yes":
+            others = [display[k] for k in names if k != r["modality"]]
+            if not others:
+                continue
+            slot, flipped = others[int(rng.integers(len(others)))], "No"
+        else:
+            if r["modality"] not in display:
+                continue
+            slot, flipped = display[r["modality"]], "Yes"
+        question, reply = r["conversations"]
+        text = question["value"]
+        out.append(
+            {
+                **r,
+                "id": f"{r['id']}#complement",
+                "conversations": [
+                    {**question, "value": text[: m.start("slot")] + slot + text[m.end("slot") :]},
+                    {**reply, "value": flipped},
+                ],
+            }
+        )
     return out
 
 
@@ -342,6 +409,8 @@ class SFTRecipe:
         rows = [r for r in rows if r["task"] in kept]
         if not rows:
             raise ValueError(f"{d.shards}: no '{TRAIN_SPLIT}' rows of the configured tasks {sorted(kept)}")
+        if d.complement_modality_questions:
+            rows += complementary_modality_questions(rows, np.random.default_rng([self.cfg.train.seed, 11]))
         if d.warmup is not None:
             present = {r["task"] for r in rows}
             missing = sorted(t for t, w in d.warmup.task_weights.items() if w > 0 and t not in present)
@@ -459,6 +528,7 @@ class SFTRecipe:
             "warmup": self.cfg.data.warmup.model_dump(mode="json") if self.cfg.data.warmup else None,
             "task_weights": dict(sorted(self.cfg.data.task_weights.items())),
             "balanced_tasks": sorted(self.cfg.data.balanced_tasks),
+            "complement_modality_questions": self.cfg.data.complement_modality_questions,
         }
 
     # -- train -----------------------------------------------------------------------------

@@ -540,3 +540,10 @@ def test_concise_style_keeps_steps_boxes_and_report_in_fewer_words():
     ]
     with pytest.raises(ValueError, match="style must be one of"):
         rs.build_reasoning_answer(CURRENT, None, None, style="terse")
+
+
+@pytest.mark.parametrize("style", rs.ANSWER_STYLES)
+@pytest.mark.parametrize(("who", "prior"), [("patient", PRIOR), ("nobody", None)])
+def test_every_builder_answer_passes_the_layout_check(style, who, prior):
+    answer = rs.build_reasoning_answer(CURRENT, patient() if who == "patient" else None, prior, style=style)
+    assert list(rs.check_answer_layout(answer)) == [1, 2, 3, 4, 5]

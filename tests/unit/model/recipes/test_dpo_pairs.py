@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from model.reasoning import ReasoningFormatError, check_answer_layout
 from model.recipes.dpo import is_well_formed, select_pair
 
 FIVE_STEPS = (
@@ -37,3 +38,29 @@ def test_well_formed_needs_steps_one_to_five_once_each_in_order():
     )
     assert not is_well_formed(swapped)  # out of order
     assert not is_well_formed("Step 1: chest CT, left lung, left lung, left lung")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "why"),
+    [
+        ("[[100, 200, 300, 400]]", "[[300, 200, 100, 400]]", "impossible"),  # x2 < x1
+        ("</ref><box>", "</ref>", "outside a complete"),  # a ref without its box
+        ("[[100, 200, 300, 400]]", "[[100, 200, 300]]", "outside a complete"),  # three coordinates
+        ("No prior study.\n", "No prior study.\nStep Final report: clear.\n", "no step header"),
+        ("Final report: The lungs", "The lungs", "'Final report' must appear once"),
+        ("Normal chest CT.", "Normal chest CT. Impression: Normal.", "more than once in step 5"),
+    ],
+)
+def test_layout_check_rejects_answers_a_reader_could_not_use(old, new, why):
+    assert is_well_formed(FIVE_STEPS, "layout")
+    garbled = FIVE_STEPS.replace(old, new)
+    assert garbled != FIVE_STEPS
+    assert is_well_formed(garbled, "steps")  # the step headers alone do not see it
+    assert not is_well_formed(garbled, "layout")
+    with pytest.raises(ReasoningFormatError, match=why):
+        check_answer_layout(garbled)
+
+
+def test_unknown_format_check_is_refused():
+    with pytest.raises(ValueError, match="'steps' or 'layout'"):
+        is_well_formed(FIVE_STEPS, "strict")

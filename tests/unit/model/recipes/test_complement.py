@@ -1,0 +1,71 @@
+"""Complementary modality questions (``data.complement_modality_questions``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.recipes.config import SFTDataSettings
+from model.recipes.sft import complementary_modality_questions
+
+
+def _row(rid: str, modality: str, question: str, answer: str, task: str = "vqa_closed") -> dict:
+    return {
+        "id": rid,
+        "task": task,
+        "modality": modality,
+        "images": [f"img/{rid}.png"],
+        "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}],
+    }
+
+
+ROWS = [
+    _row("a", "ct", "<image>\nIs the imaging modality CT?", "Yes"),
+    _row("b", "mri", "<image>\nQuestion: Is the imaging modality MRI?\nAnswer yes or no.", "Yes"),
+    _row("c", "ct", "<image>\nIs the imaging modality MRI? Answer yes or no.", "No"),
+    _row("d", "ct", "<image>\nIs there a nodule in the left lung?", "No"),  # not a modality question
+    _row("e", "ct", "<image>\nWhat is the imaging modality?", "CT", task="vqa_open"),
+    _row("f", "us", "<image>\nIs the imaging modality CT?", "No"),  # ultrasound's name never seen
+]
+
+
+def test_each_modality_question_gets_a_twin_with_the_opposite_answer():
+    out = complementary_modality_questions(ROWS, np.random.default_rng(0))
+    got = {r["id"]: (r["conversations"][0]["value"], r["conversations"][1]["value"]) for r in out}
+    assert got == {
+        "a#complement": ("<image>\nIs the imaging modality MRI?", "No"),  # the only other known name
+        "b#complement": ("<image>\nQuestion: Is the imaging modality CT?\nAnswer yes or no.", "No"),
+        "c#complement": ("<image>\nIs the imaging modality CT? Answer yes or no.", "Yes"),
+        # f: ultrasound has no "Yes" row naming it, so its "No" row gets no "Yes" twin
+    }
+    twin = next(r for r in out if r["id"] == "c#complement")
+    assert twin["images"] == ["img/c.png"] and twin["modality"] == "ct" and twin["task"] == "vqa_closed"
+    assert ROWS[2]["conversations"][1]["value"] == "No"  # originals untouched
+
+
+def test_the_other_modality_is_a_seeded_pick():
+    rows = [
+        _row("a", "ct", "Is the imaging modality CT?", "Yes"),
+        _row("b", "mri", "Is the imaging modality MRI?", "Yes"),
+        _row("c", "us", "Is the imaging modality ultrasound?", "Yes"),
+    ]
+    first = complementary_modality_questions(rows, np.random.default_rng(3))
+    assert first == complementary_modality_questions(rows, np.random.default_rng(3))
+    names = {"ct": "CT", "mri": "MRI", "us": "ultrasound"}
+    for r in first:
+        q = r["conversations"][0]["value"]
+        assert r["conversations"][1]["value"] == "No"
+        assert q != f"Is the imaging modality {names[r['modality']]}?"
+
+
+def test_two_names_for_one_modality_are_refused():
+    rows = [
+        _row("a", "ct", "Is the imaging modality CT?", "Yes"),
+        _row("b", "ct", "Is the imaging modality MR?", "Yes"),
+    ]
+    with pytest.raises(ValueError, match="row b: modality 'ct' asked as 'MR', elsewhere as 'CT'"):
+        complementary_modality_questions(rows, np.random.default_rng(0))
+
+
+def test_the_option_is_off_by_default():
+    assert SFTDataSettings(shards="s", data_root="d").complement_modality_questions is False
