@@ -100,13 +100,46 @@ def step5_f1(
     )
     scores = [score_reasoning_output(a.text, reference_report(r)) for a, r in zip(answers, rows)]
     reached = [extract_step5_or_none(a.text) is not None for a in answers]
-    return {"step5_f1": sum(scores) / len(scores), "with_step5": sum(reached) / len(reached), "n": len(rows)}
+    return {
+        "step5_f1": sum(scores) / len(scores),
+        "with_step5": sum(reached) / len(reached),
+        "n": len(rows),
+        "per_prompt": scores,
+    }
 
 
-def _markdown_dpo(result: Mapping[str, Mapping[str, float]]) -> str:
+def paired_step5_difference(candidate: Sequence[float], baseline: Sequence[float]) -> dict[str, float]:
+    """``candidate - baseline`` mean step-5 F1 on the same prompts: paired bootstrap 95% CI and counts.
+
+    Raises:
+        ValueError: the two lists score different numbers of prompts.
+    """
+    from validation.benchmarks.compare import paired_bootstrap
+    from validation.benchmarks.terms import mean_scores
+
+    if len(candidate) != len(baseline):
+        raise ValueError(f"{len(candidate)} candidate scores vs {len(baseline)} baseline scores")
+    ci = paired_bootstrap(mean_scores("step5_f1", candidate), mean_scores("step5_f1", baseline))
+    return {
+        "difference": ci.value,
+        "ci_low": ci.ci_low,
+        "ci_high": ci.ci_high,
+        "better": sum(c > b for c, b in zip(candidate, baseline)),
+        "worse": sum(c < b for c, b in zip(candidate, baseline)),
+        "same": sum(c == b for c, b in zip(candidate, baseline)),
+    }
+
+
+def _markdown_dpo(result: Mapping[str, Any]) -> str:
     lines = ["| checkpoint | n | mean step-5 CheXpert F1 | answers with a step 5 |", "|---|---:|---:|---:|"]
-    for name, r in result.items():
+    for name in ("reasoning_sft", "dpo"):
+        r = result[name]
         lines.append(f"| {name} | {r['n']} | {r['step5_f1']:.3f} | {r['with_step5']:.2f} |")
+    d = result["dpo_minus_reasoning_sft"]
+    lines.append(
+        f"\nDPO - reasoning SFT: {d['difference']:+.3f} [95% paired bootstrap CI {d['ci_low']:+.3f}, "
+        f"{d['ci_high']:+.3f}]; DPO better on {d['better']} prompts, worse on {d['worse']}, same on {d['same']}."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -163,9 +196,11 @@ def learning_report(
     }
     if manifest is not None and {"reasoning_sft", "dpo"} <= set(checkpoints):
         rows = _reasoning_rows(manifest, data_root, split, reasoning_prompts)
-        result["dpo_step5"] = {
-            k: step5_f1(checkpoints[k], rows, data_root=data_root) for k in ("reasoning_sft", "dpo")
-        }
+        step5 = {k: step5_f1(checkpoints[k], rows, data_root=data_root) for k in ("reasoning_sft", "dpo")}
+        step5["dpo_minus_reasoning_sft"] = paired_step5_difference(
+            step5["dpo"]["per_prompt"], step5["reasoning_sft"]["per_prompt"]
+        )
+        result["dpo_step5"] = step5
     with atomic_dir(out_dir) as tmp:
         write_table(Path(tmp) / "learning_table.md", columns, counts)
         (Path(tmp) / "learning_table.json").write_text(json.dumps(result, indent=2))
@@ -192,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--checkpoint", action="append", type=_checkpoint_arg, default=[])
     ap.add_argument("--split", default="test")
     ap.add_argument("--per-family", type=int, default=150)
-    ap.add_argument("--reasoning-prompts", type=int, default=48)
+    ap.add_argument("--reasoning-prompts", type=int, default=48, help="held-out reasoning prompts (at most)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     result = learning_report(
