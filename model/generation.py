@@ -114,8 +114,15 @@ def _generate(
     return answers
 
 
-def _single(processor: XMedProcessor, images: Sequence[ImageLike], prompt: str) -> dict:
-    return SFTCollator(processor.tokenizer.pad_token_id)([processor.encode_generation(prompt, list(images))])
+def _single(
+    processor: XMedProcessor, images: Sequence[ImageLike], prompt: str, answer_prefix: str = ""
+) -> dict:
+    ex = processor.encode_generation(prompt, list(images))
+    if answer_prefix:
+        prefix = processor.tokenizer(answer_prefix, add_special_tokens=False)["input_ids"]
+        ex["input_ids"] = torch.cat([ex["input_ids"], torch.tensor(prefix, dtype=ex["input_ids"].dtype)])
+        processor._check_length(len(ex["input_ids"]), {"id": "prompt"})
+    return SFTCollator(processor.tokenizer.pad_token_id)([ex])
 
 
 def sample_answers(
@@ -129,6 +136,7 @@ def sample_answers(
     top_p: float = 0.9,
     max_new_tokens: int,
     seed: int | None = None,
+    answer_prefix: str = "",
 ) -> list[SampledAnswer]:
     """Draw ``num_samples`` answers in one batched ``generate`` call (``num_return_sequences``).
 
@@ -143,6 +151,8 @@ def sample_answers(
         top_p: nucleus mass (0 < top_p <= 1); top-k is disabled.
         max_new_tokens: generation budget per answer.
         seed: if given, sample from a forked RNG seeded with it (global RNG state unchanged).
+        answer_prefix: text the assistant turn already starts with; the ``M`` answers continue it
+            (their text, ids and log-probs are the continuation only).
 
     Returns:
         ``M`` answers; ``token_logprobs`` are the RAW model's log-probs (see module docstring).
@@ -152,7 +162,7 @@ def sample_answers(
             "need num_samples >= 1, temperature > 0, 0 < top_p <= 1; "
             f"got {num_samples}, {temperature}, {top_p}"
         )
-    batch = _single(processor, images, prompt)
+    batch = _single(processor, images, prompt, answer_prefix)
     devices = [model.device] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices) if seed is not None else contextlib.nullcontext():
         if seed is not None:

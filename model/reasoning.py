@@ -75,8 +75,10 @@ __all__ = [
     "build_reasoning_dataset",
     "build_reasoning_row",
     "check_answer_layout",
+    "check_report_layout",
     "main",
     "parse_reasoning_steps",
+    "prefix_before_step5",
     "reasoning_prompt",
     "reference_report",
     "step5_report",
@@ -223,6 +225,45 @@ def check_answer_layout(text: str) -> dict[int, str]:
     if len(re.findall(r"impression:", steps[5], re.IGNORECASE)) > 1:
         raise ReasoningFormatError("'Impression:' appears more than once in step 5")
     return steps
+
+
+def check_report_layout(text: str) -> dict[int, str]:
+    """:func:`validate_reasoning` plus :func:`check_answer_layout`'s rules for step 5 alone.
+
+    Step 5 starts with "Final report" and has it once, has no ``<ref>``/``<box>`` tag, no line
+    starting with "Step" and at most one "Impression:". For answers whose steps 1-4 are a shared,
+    already-judged prefix (step-level preference pairs), where only the report differs.
+
+    Raises:
+        ReasoningFormatError: naming the first violation.
+    """
+    steps = validate_reasoning(text)
+    body = steps[5]
+    if _TAG.search(body):
+        raise ReasoningFormatError("step 5 (the report) holds a <ref>/<box> tag")
+    if _STEP_WORD.search(body):
+        raise ReasoningFormatError("a line of step 5 starts with 'Step' but is no step header")
+    if len(re.findall(r"final report", body, re.IGNORECASE)) != 1 or not _FINAL_LABEL.match(body):
+        raise ReasoningFormatError("'Final report' must appear once, at the start of step 5")
+    if len(re.findall(r"impression:", body, re.IGNORECASE)) > 1:
+        raise ReasoningFormatError("'Impression:' appears more than once in step 5")
+    return steps
+
+
+def prefix_before_step5(text: str) -> str | None:
+    """``text`` up to and including its ``Step 5:`` header, when steps 1-4 precede it once each, in order.
+
+    The shared start of step-level preference pairs: K continuations of this prefix differ only in
+    the final report. None when there is no step-5 header or steps 1-4 before it are incomplete.
+    """
+    heads = list(_HEADER.finditer(text))
+    numbers = [int(m.group(1)) for m in heads]
+    if 5 not in numbers:
+        return None
+    k = numbers.index(5)
+    if numbers[:k] != [1, 2, 3, 4]:
+        return None
+    return text[: heads[k].end()].rstrip(" \t")  # the report's leading space starts its first word token
 
 
 def _final(body: str) -> str:

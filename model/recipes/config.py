@@ -460,15 +460,25 @@ class SamplingSettings(_Settings):
     top_p: float = Field(0.95, gt=0, le=1, description="nucleus mass")
     max_new_tokens: int = Field(256, ge=1, description="generation budget per answer")
     seed: int = Field(0, description="sampling seed (prompt i uses seed + i)")
+    resample_from: Literal["start", "step5"] = Field(
+        "start",
+        description="'start': K whole answers per prompt; 'step5': one greedy answer per prompt, then K "
+        "samples of its step 5 after its own steps 1-4 (step-level pairs as in Step-DPO: chosen and "
+        "rejected differ only in the judged report; prompts whose greedy answer has no steps 1-4 "
+        "before a step-5 header give no pair)",
+    )
+    step5_new_tokens: int = Field(192, ge=1, description="generation budget of one step-5 sample ('step5')")
     well_formed_only: bool = Field(
         False,
         description="a candidate without steps 1-5 once each, in order (model.reasoning.validate_reasoning) "
         "scores 0 before the (best, worst) choice, so a garbled answer is never the chosen one",
     )
-    format_check: Literal["steps", "layout"] = Field(
+    format_check: Literal["steps", "report", "layout"] = Field(
         "steps",
         description="what well_formed_only requires: 'steps' = steps 1-5 once each, in order "
-        "(model.reasoning.validate_reasoning); 'layout' = that plus complete ref/box tags with "
+        "(model.reasoning.validate_reasoning); 'report' = that plus a clean step 5 (one 'Final report' "
+        "at its start, no tags or stray step lines: model.reasoning.check_report_layout, for "
+        "resample_from 'step5' whose steps 1-4 are shared); 'layout' = 'report' plus complete ref/box tags with "
         "possible boxes, no stray 'Step' lines, one 'Final report' (model.reasoning.check_answer_layout)",
     )
 

@@ -43,9 +43,15 @@ from transformers import AutoModelForImageTextToText, AutoTokenizer
 
 from model.collators import PreferenceCollator
 from model.data.io import atomic_file, iter_parquet_rows
-from model.generation import sample_answers, sequence_logprobs
+from model.generation import batched_greedy, sample_answers, sequence_logprobs
 from model.losses import chosen_nll, dpo_loss
-from model.reasoning import ReasoningFormatError, check_answer_layout, validate_reasoning
+from model.reasoning import (
+    ReasoningFormatError,
+    check_answer_layout,
+    check_report_layout,
+    prefix_before_step5,
+    validate_reasoning,
+)
 from model.recipes._common import (
     DistInfo,
     ThroughputMeter,
@@ -224,13 +230,15 @@ def is_well_formed(answer: str, check: str = "steps") -> bool:
     """Whether a sampled answer passes the format ``check``.
 
     ``steps``: steps 1-5 once each, in order, non-empty, with a step-5 report
-    (``model.reasoning.validate_reasoning``); ``layout``: that plus the layout of a usable answer
+    (``model.reasoning.validate_reasoning``); ``report``: that plus a clean step 5
+    (``model.reasoning.check_report_layout``); ``layout``: both plus the layout of a usable answer
     (``model.reasoning.check_answer_layout``: complete ref/box tags, possible boxes, no stray step lines).
     """
-    if check not in ("steps", "layout"):
-        raise ValueError(f"is_well_formed: check must be 'steps' or 'layout', got {check!r}")
+    checks = {"steps": validate_reasoning, "report": check_report_layout, "layout": check_answer_layout}
+    if check not in checks:
+        raise ValueError(f"is_well_formed: check must be one of {sorted(checks)}, got {check!r}")
     try:
-        (validate_reasoning if check == "steps" else check_answer_layout)(answer)
+        checks[check](answer)
     except ReasoningFormatError:
         return False
     return True
@@ -469,11 +477,18 @@ class DPORecipe:
         mine = list(range(self.dist.rank, len(prompts), self.dist.world_size))
         local: list[tuple[int, dict | None, list[float], list[bool]]] = []
         model.eval()
+        prefixes = self._greedy_answers(model, prompts, mine) if s.resample_from == "step5" else {}
         for i in tqdm(
             mine, desc="dpo: sampling", disable=not (self.cfg.train.progress_bar and self.dist.is_main)
         ):
             row = prompts[i]
             prompt = row["conversations"][0]["value"]
+            prefix = ""
+            if s.resample_from == "step5":
+                prefix = prefix_before_step5(prefixes[i]) or ""
+                if not prefix:
+                    local.append((i, None, [], []))
+                    continue
             answers = sample_answers(
                 model,
                 self.processor,
@@ -482,14 +497,15 @@ class DPORecipe:
                 num_samples=s.num_samples,
                 temperature=s.temperature,
                 top_p=s.top_p,
-                max_new_tokens=s.max_new_tokens,
+                max_new_tokens=s.step5_new_tokens if prefix else s.max_new_tokens,
                 seed=s.seed + i,
+                answer_prefix=prefix,
             )
+            texts = [prefix + a.text for a in answers]
             ref = reference_report(row)
-            formed = [is_well_formed(a.text, s.format_check) for a in answers]
+            formed = [is_well_formed(t, s.format_check) for t in texts]
             scores = [
-                scorer.score(a.text, ref) if ok or not s.well_formed_only else 0.0
-                for a, ok in zip(answers, formed)
+                scorer.score(t, ref) if ok or not s.well_formed_only else 0.0 for t, ok in zip(texts, formed)
             ]
             fluency = [float(np.mean(a.token_logprobs)) if a.token_logprobs else -np.inf for a in answers]
             pick = select_pair(scores, fluency)
@@ -500,8 +516,8 @@ class DPORecipe:
                     "id": row["id"],
                     "prompt": prompt,
                     "images": list(row["images"]),
-                    "chosen": answers[best].text,
-                    "rejected": answers[worst].text,
+                    "chosen": texts[best],
+                    "rejected": texts[worst],
                     "chosen_score": float(scores[best]),
                     "rejected_score": float(scores[worst]),
                     "reference": ref,
@@ -526,6 +542,12 @@ class DPORecipe:
             )
         return pairs
 
+    def _greedy_answers(self, model, prompts: list[dict], mine: list[int]) -> dict[int, str]:
+        """Greedy answers of this rank's prompts (the shared starts of step-5 resampling)."""
+        enc = [self.processor.encode_prompt(prompts[i], self.cfg.data.data_root) for i in mine]
+        answers = batched_greedy(model, self.processor, enc, max_new_tokens=self.cfg.sampling.max_new_tokens)
+        return {i: a.text for i, a in zip(mine, answers, strict=True)}
+
     def _log_pair_stats(self, results: list, pairs: list[dict]) -> None:
         if not self.dist.is_main:
             return
@@ -535,6 +557,7 @@ class DPORecipe:
             "dpo/prompts": float(len(results)),
             "dpo/pairs": float(len(pairs)),
             "dpo/pair_rate": len(pairs) / max(len(results), 1),
+            "dpo/prompts_sampled": float(sum(1 for _, _, sc, _ in results if sc)),
         }
         # a mean over nothing is undefined: it is left out, never logged as a placeholder
         if all_scores:

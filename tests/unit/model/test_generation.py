@@ -216,3 +216,23 @@ def test_sequence_logprobs_equal_sampled_answer_logprobs(model, proc, images, to
     assert logps.shape == (2,)
     assert logps[0].item() == pytest.approx(samples[0].logprob, abs=1e-4)
     assert logps[1].item() == pytest.approx(samples[1].logprob, abs=1e-4)
+
+
+def test_samples_continue_an_answer_prefix(model, proc, images, tok):
+    prefix = "Step 5:"
+    prefix_ids = tok(prefix, add_special_tokens=False)["input_ids"]
+    samples = sample_answers(
+        model,
+        proc,
+        images=images[:1],
+        prompt="Write the report.",
+        num_samples=3,
+        max_new_tokens=6,
+        seed=5,
+        answer_prefix=prefix,
+    )
+    for s in samples:  # the log-probs are those of the continuation, conditioned on the prefix
+        expected = _teacher_forced_logprobs(
+            model, proc, "Write the report.", images[:1], prefix_ids + s.token_ids
+        )[len(prefix_ids) :]
+        assert np.allclose(s.token_logprobs, expected, atol=1e-4)

@@ -547,3 +547,25 @@ def test_concise_style_keeps_steps_boxes_and_report_in_fewer_words():
 def test_every_builder_answer_passes_the_layout_check(style, who, prior):
     answer = rs.build_reasoning_answer(CURRENT, patient() if who == "patient" else None, prior, style=style)
     assert list(rs.check_answer_layout(answer)) == [1, 2, 3, 4, 5]
+
+
+def test_prefix_before_step5_is_the_shared_start_of_step_level_pairs():
+    answer = rs.build_reasoning_answer(CURRENT, patient(), PRIOR, style="concise")
+    prefix = rs.prefix_before_step5(answer)
+    assert prefix is not None and prefix.endswith("\nStep 5:")  # no trailing space: " Final" is one token
+    assert answer == prefix + " Final report: " + rs.reference_report(CURRENT)
+    assert rs.prefix_before_step5(answer.replace("Step 3:", "Step 6:")) is None  # steps 1-4 incomplete
+    assert rs.prefix_before_step5(answer.split("Step 5:")[0]) is None  # no step 5
+
+
+def test_report_layout_judges_step_5_only():
+    answer = rs.build_reasoning_answer(CURRENT, patient(), PRIOR, style="concise")
+    broken_box = answer.replace("<box>[[100, 100, 500, 900]]</box>", "<box>[[500, 100, 100, 900]]</box>")
+    assert broken_box != answer
+    assert list(rs.check_report_layout(broken_box)) == [1, 2, 3, 4, 5]  # step 2's box is not its business
+    with pytest.raises(rs.ReasoningFormatError, match="impossible"):
+        rs.check_answer_layout(broken_box)
+    with pytest.raises(rs.ReasoningFormatError, match="<ref>/<box> tag"):
+        rs.check_report_layout(answer + " <ref>mass</ref>")
+    with pytest.raises(rs.ReasoningFormatError, match="'Final report' must appear once"):
+        rs.check_report_layout(answer + " Final report: again.")

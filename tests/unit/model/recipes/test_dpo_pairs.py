@@ -62,5 +62,5 @@ def test_layout_check_rejects_answers_a_reader_could_not_use(old, new, why):
 
 
 def test_unknown_format_check_is_refused():
-    with pytest.raises(ValueError, match="'steps' or 'layout'"):
+    with pytest.raises(ValueError, match=r"one of \['layout', 'report', 'steps'\]"):
         is_well_formed(FIVE_STEPS, "strict")

@@ -417,3 +417,43 @@ def test_replay_task_weights_steer_the_sample(world, tmp_path):
         sorted(tasks({"guardrail": 0, "vqa_closed": 0, "region_detection": 0}, 50, "few.parquet"))
         == ["single_label"] * 6
     )
+
+
+def test_dpo_step5_resampling_pairs_share_the_greedy_steps(world, tmp_path, monkeypatch):
+    """``sampling.resample_from: step5``: K reports sampled after each prompt's own steps 1-4."""
+    from model import generation
+    from model.recipes import dpo
+
+    steps_1_4 = (
+        "Step 1: Identify the anatomical structures.\nA chest image.\n"
+        "Step 2: Detect the regions.\n- left lung.\nStep 3: Describe each region.\n- clear.\n"
+        "Step 4: Analyse the findings.\nNo prior study.\nStep 5:"
+    )
+    greedy = {"n": 0}
+
+    def fake_greedy(model, processor, examples, *, max_new_tokens, batch_size=16):
+        # the tiny untrained model writes no step headers: the first prompt's greedy answer has
+        # steps 1-4 and a step-5 header, the second none (it gives no pair)
+        greedy["n"] += len(examples)
+        texts = [steps_1_4 + " Final report: clear.", "no steps at all"] + ["x"] * (len(examples) - 2)
+        return [generation.SampledAnswer(t, [], [], True) for t in texts[: len(examples)]]
+
+    monkeypatch.setattr(dpo, "batched_greedy", fake_greedy)
+    logger = ListLogger()
+    cfg = stage_config(
+        "dpo",
+        world,
+        tmp_path / "s5",
+        "data.max_prompts=2",
+        "sampling.resample_from=step5",
+        "sampling.step5_new_tokens=6",
+        "data.min_pairs=1",
+        "train.max_steps=1",
+    )
+    result = _run(DPORecipe(cfg, logger, scorer=CharF1Scorer(), build_dataset=fake_reasoning_builder))
+    rows = pq.read_table(tmp_path / "s5" / "preference_pairs.parquet").to_pylist()
+    assert greedy["n"] == 2 and len(rows) == 1 and result.steps == 1
+    pair = rows[0]
+    assert pair["chosen"].startswith(steps_1_4) and pair["rejected"].startswith(steps_1_4)
+    assert pair["chosen"] != pair["rejected"] and pair["chosen_score"] > pair["rejected_score"]
+    assert logger.series("dpo/prompts_sampled") == [(0, 1.0)]
