@@ -192,47 +192,13 @@ _TAG = re.compile(r"</?(?:ref|box)>")
 _STEP_WORD = re.compile(r"^[ \t>#*_-]*step\b", re.IGNORECASE | re.MULTILINE)
 
 
-def check_answer_layout(text: str) -> dict[int, str]:
-    """:func:`validate_reasoning` plus the layout every writer's answer has, for free model output.
-
-    On top of steps 1-5 once each, in order: every ``<ref>``/``<box>`` tag belongs to a complete
-    ``<ref>name</ref><box>[[x1, y1, x2, y2], ...]</box>`` with possible boxes (``x1 < x2``,
-    ``y1 < y2``, on 0..1000); no line starts with "Step" except the five headers; "Final report"
-    appears once, at the start of step 5; "Impression:" at most once in step 5. A sampled answer
-    that scrambles these can still mention the right findings in its step 5; this check tells it
-    apart from an answer a reader could use.
-
-    Raises:
-        ReasoningFormatError: naming the first violation.
-    """
-    steps = validate_reasoning(text)
-    stray = _TAG.search(_GROUNDED.sub("", text))
-    if stray:
-        raise ReasoningFormatError(
-            f"a {stray.group()} tag outside a complete <ref>...</ref><box>[[...]]</box>"
-        )
-    try:
-        parse_boxes(text, strict=True)
-    except BoxFormatError as e:
-        raise ReasoningFormatError(str(e)) from e
-    step_lines = len(_STEP_WORD.findall(text))
-    if step_lines != len(steps):
-        raise ReasoningFormatError(
-            f"{step_lines - len(steps)} line(s) start with 'Step' but are no step header"
-        )
-    if len(re.findall(r"final report", text, re.IGNORECASE)) != 1 or not _FINAL_LABEL.match(steps[5]):
-        raise ReasoningFormatError("'Final report' must appear once, at the start of step 5")
-    if len(re.findall(r"impression:", steps[5], re.IGNORECASE)) > 1:
-        raise ReasoningFormatError("'Impression:' appears more than once in step 5")
-    return steps
-
-
 def check_report_layout(text: str) -> dict[int, str]:
-    """:func:`validate_reasoning` plus :func:`check_answer_layout`'s rules for step 5 alone.
+    """:func:`validate_reasoning` plus a clean step 5, for free model output.
 
     Step 5 starts with "Final report" and has it once, has no ``<ref>``/``<box>`` tag, no line
-    starting with "Step" and at most one "Impression:". For answers whose steps 1-4 are a shared,
-    already-judged prefix (step-level preference pairs), where only the report differs.
+    starting with "Step" and at most one "Impression:". Alone, for answers whose steps 1-4 are a
+    shared, already-judged prefix (step-level preference pairs, where only the report differs);
+    :func:`check_answer_layout` adds the rules of the whole answer.
 
     Raises:
         ReasoningFormatError: naming the first violation.
@@ -247,6 +213,38 @@ def check_report_layout(text: str) -> dict[int, str]:
         raise ReasoningFormatError("'Final report' must appear once, at the start of step 5")
     if len(re.findall(r"impression:", body, re.IGNORECASE)) > 1:
         raise ReasoningFormatError("'Impression:' appears more than once in step 5")
+    return steps
+
+
+def check_answer_layout(text: str) -> dict[int, str]:
+    """:func:`check_report_layout` plus the layout every writer's whole answer has.
+
+    Every ``<ref>``/``<box>`` tag belongs to a complete ``<ref>name</ref><box>[[x1, y1, x2, y2],
+    ...]</box>`` with possible boxes (``x1 < x2``, ``y1 < y2``, on 0..1000); no line starts with
+    "Step" except the five headers; "Final report" appears nowhere but at the start of step 5. A
+    sampled answer that scrambles these can still mention the right findings in its step 5; this
+    check tells it apart from an answer a reader could use.
+
+    Raises:
+        ReasoningFormatError: naming the first violation.
+    """
+    steps = check_report_layout(text)
+    stray = _TAG.search(_GROUNDED.sub("", text))
+    if stray:
+        raise ReasoningFormatError(
+            f"a {stray.group()} tag outside a complete <ref>...</ref><box>[[...]]</box>"
+        )
+    try:
+        parse_boxes(text, strict=True)
+    except BoxFormatError as e:
+        raise ReasoningFormatError(str(e)) from e
+    step_lines = len(_STEP_WORD.findall(text))
+    if step_lines != len(steps):
+        raise ReasoningFormatError(
+            f"{step_lines - len(steps)} line(s) start with 'Step' but are no step header"
+        )
+    if len(re.findall(r"final report", text, re.IGNORECASE)) != 1:
+        raise ReasoningFormatError("'Final report' must appear once, at the start of step 5")
     return steps
 
 
