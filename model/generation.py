@@ -117,11 +117,7 @@ def _generate(
 def _single(
     processor: XMedProcessor, images: Sequence[ImageLike], prompt: str, answer_prefix: str = ""
 ) -> dict:
-    ex = processor.encode_generation(prompt, list(images))
-    if answer_prefix:
-        prefix = processor.tokenizer(answer_prefix, add_special_tokens=False)["input_ids"]
-        ex["input_ids"] = torch.cat([ex["input_ids"], torch.tensor(prefix, dtype=ex["input_ids"].dtype)])
-        processor._check_length(len(ex["input_ids"]), {"id": "prompt"})
+    ex = processor.encode_generation(prompt, list(images), answer_prefix=answer_prefix)
     return SFTCollator(processor.tokenizer.pad_token_id)([ex])
 
 

@@ -273,12 +273,18 @@ class XMedProcessor:
         return out
 
     def encode_generation(
-        self, prompt: str, images: Sequence[ImageLike] = (), *, audios: Sequence[str | os.PathLike] = ()
+        self,
+        prompt: str,
+        images: Sequence[ImageLike] = (),
+        *,
+        audios: Sequence[str | os.PathLike] = (),
+        answer_prefix: str = "",
     ) -> dict[str, Any]:
         """Generation input from a user prompt and in-memory images (or paths).
 
         If ``prompt`` has no ``<image>`` but images are given, one ``"<image>\\n"`` per image is
-        prepended (InternVL's convention).
+        prepended (InternVL's convention). ``answer_prefix`` is text the assistant turn already
+        starts with (generation continues it).
 
         Raises:
             ValueError: the prompt has placeholders whose number differs from ``len(images)``.
@@ -287,6 +293,8 @@ class XMedProcessor:
             prompt = (IMAGE_PLACEHOLDER + "\n") * len(images) + prompt
         ids, _ = self._tokenize_turns([("human", prompt)], train=False)
         ids += self._ids("<|im_start|>assistant\n")
+        if answer_prefix:
+            ids += self._ids(answer_prefix)
         record = {"id": "prompt"}
         self._check_length(len(ids), record)
         out = {"input_ids": torch.tensor(ids)}
