@@ -322,6 +322,11 @@ class SFTDataSettings(_Settings):
         "another modality with the opposite answer (complementary pairs: the answer needs both the "
         "question and the image)",
     )
+    modality_evidence: bool = Field(
+        False,
+        description="answer closed 'Is the imaging modality X?' rows evidence first ('The imaging "
+        "modality is CT. No.'): the model states the modality it sees, then compares it with X",
+    )
 
     @model_validator(mode="after")
     def _known_tasks(self) -> SFTDataSettings:
@@ -395,6 +400,11 @@ class ReasoningSFTDataSettings(ReasoningDataSettings):
     replay_task_weights: dict[str, float] = Field(
         default_factory=dict,
         description="per-task sampling weight of the replayed rows (unlisted 1.0, 0 = never replayed)",
+    )
+    modality_evidence: bool = Field(
+        False,
+        description="answer the replayed closed modality questions evidence first, as the SFT "
+        "option of that name (keep it equal to the SFT stage's so the two stages agree)",
     )
 
     @model_validator(mode="after")

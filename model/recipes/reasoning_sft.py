@@ -266,7 +266,10 @@ class ReasoningSFTRecipe:
                 trust_remote_code=cfg.model.trust_remote_code,
             ),
             data=SFTDataSettings(
-                shards=str(self.dataset_path), data_root=cfg.data.data_root, max_length=cfg.data.max_length
+                shards=str(self.dataset_path),
+                data_root=cfg.data.data_root,
+                max_length=cfg.data.max_length,
+                modality_evidence=cfg.data.modality_evidence,
             ),
             train=cfg.train,
             optim=cfg.optim,

@@ -70,7 +70,9 @@ __all__ = [
     "CollateWithIds",
     "InstructionRows",
     "SFTRecipe",
+    "complementary_modality_questions",
     "main",
+    "modality_evidence_answers",
     "run_sft",
     "token_lengths",
 ]
@@ -125,6 +127,75 @@ def balance_by_answer(idx: Sequence[int], answers: Sequence[str], rng: np.random
 MODALITY_QUESTION = re.compile(r"Is the imaging modality (?P<slot>[^?\n]+)\?")
 
 
+def _modality_questions(rows: Sequence[dict]) -> tuple[list[tuple[dict, re.Match, str]], dict[str, str]]:
+    """The closed "Is the imaging modality X?" rows (row, match, "yes"/"no") and each modality's display.
+
+    The display name of a modality is read from the rows answered "Yes" (the row's ``modality``
+    field names the truth).
+
+    Raises:
+        ValueError: a "Yes" row names a modality whose display differs from another "Yes" row's.
+    """
+    display: dict[str, str] = {}
+    matched: list[tuple[dict, re.Match, str]] = []
+    for r in rows:
+        conv = r["conversations"]
+        if r["task"] != "vqa_closed" or len(conv) != 2:
+            continue
+        m = MODALITY_QUESTION.search(conv[0]["value"])
+        answer = conv[1]["value"].strip().rstrip(".").lower()
+        if m is None or answer not in ("yes", "no"):
+            continue
+        matched.append((r, m, answer))
+        if answer == "yes":
+            known = display.setdefault(r["modality"], m["slot"])
+            if known != m["slot"]:
+                raise ValueError(
+                    f"row {r['id']}: modality {r['modality']!r} asked as {m['slot']!r}, elsewhere as {known!r}"
+                )
+    return matched, display
+
+
+#: the evidence-first answer of a closed modality question (see :func:`modality_evidence_answers`)
+MODALITY_EVIDENCE = "The imaging modality is {display}. {answer}."
+
+
+def modality_evidence_answers(rows: Sequence[dict]) -> list[dict]:
+    """Closed modality questions answered evidence first: "The imaging modality is CT. No."
+
+    "Is the imaging modality X?" asks the model to compare a word of the question with what the
+    image shows; the tiny demo LLM names the modality reliably (macro-F1 ~1.0) but answers the
+    comparison with one fixed word whatever X is. Stating the recognised modality first turns the
+    yes/no into a comparison of two words of the text, and the answer says what it rests on (a
+    reviewer sees *why* it is "No"). The answer holds exactly one of "Yes"/"No" and no negation
+    word, so MultiMedEval's closed accuracy reads it as before. Rows whose modality has no "Yes"
+    row (display unknown) are left as they are, and so is every other row.
+
+    Args:
+        rows: instruction rows (``task``, ``modality``, ``conversations``, ...).
+
+    Returns:
+        the rows in their order, the matched ones as copies with the new answer.
+
+    Raises:
+        ValueError: as :func:`_modality_questions`.
+    """
+    matched, display = _modality_questions(rows)
+    new_answer = {
+        id(r): MODALITY_EVIDENCE.format(display=display[r["modality"]], answer=answer.capitalize())
+        for r, _, answer in matched
+        if r["modality"] in display
+    }
+    out = []
+    for r in rows:
+        if id(r) not in new_answer:
+            out.append(r)
+            continue
+        question, reply = r["conversations"]
+        out.append({**r, "conversations": [question, {**reply, "value": new_answer[id(r)]}]})
+    return out
+
+
 def complementary_modality_questions(rows: Sequence[dict], rng: np.random.Generator) -> list[dict]:
     """For each closed "Is the imaging modality X?" row, the same image asked about another modality.
 
@@ -144,23 +215,7 @@ def complementary_modality_questions(rows: Sequence[dict], rng: np.random.Genera
     Raises:
         ValueError: a "Yes" row names a modality whose display differs from another "Yes" row's.
     """
-    display: dict[str, str] = {}
-    matched: list[tuple[dict, re.Match, str]] = []
-    for r in rows:
-        conv = r["conversations"]
-        if r["task"] != "vqa_closed" or len(conv) != 2:
-            continue
-        m = MODALITY_QUESTION.search(conv[0]["value"])
-        answer = conv[1]["value"].strip().lower()
-        if m is None or answer not in ("yes", "no"):
-            continue
-        matched.append((r, m, answer))
-        if answer == "yes":
-            known = display.setdefault(r["modality"], m["slot"])
-            if known != m["slot"]:
-                raise ValueError(
-                    f"row {r['id']}: modality {r['modality']!r} asked as {m['slot']!r}, elsewhere as {known!r}"
-                )
+    matched, display = _modality_questions(rows)
     names = sorted(display)
     out: list[dict] = []
     for r, m, answer in matched:
@@ -411,6 +466,8 @@ class SFTRecipe:
             raise ValueError(f"{d.shards}: no '{TRAIN_SPLIT}' rows of the configured tasks {sorted(kept)}")
         if d.complement_modality_questions:
             rows += complementary_modality_questions(rows, np.random.default_rng([self.cfg.train.seed, 11]))
+        if d.modality_evidence:
+            rows = modality_evidence_answers(rows)
         if d.warmup is not None:
             present = {r["task"] for r in rows}
             missing = sorted(t for t, w in d.warmup.task_weights.items() if w > 0 and t not in present)
@@ -529,6 +586,7 @@ class SFTRecipe:
             "task_weights": dict(sorted(self.cfg.data.task_weights.items())),
             "balanced_tasks": sorted(self.cfg.data.balanced_tasks),
             "complement_modality_questions": self.cfg.data.complement_modality_questions,
+            "modality_evidence": self.cfg.data.modality_evidence,
         }
 
     # -- train -----------------------------------------------------------------------------

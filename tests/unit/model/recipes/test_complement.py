@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from model.recipes.config import SFTDataSettings
-from model.recipes.sft import complementary_modality_questions
+from model.recipes.sft import complementary_modality_questions, modality_evidence_answers
 
 
 def _row(rid: str, modality: str, question: str, answer: str, task: str = "vqa_closed") -> dict:
@@ -69,3 +69,51 @@ def test_two_names_for_one_modality_are_refused():
 
 def test_the_option_is_off_by_default():
     assert SFTDataSettings(shards="s", data_root="d").complement_modality_questions is False
+
+
+# --- evidence-first answers (``data.modality_evidence``) ---------------------------------------
+
+
+def test_modality_questions_are_answered_evidence_first():
+    out = modality_evidence_answers(ROWS)
+    answers = {r["id"]: r["conversations"][1]["value"] for r in out}
+    assert answers == {
+        "a": "The imaging modality is CT. Yes.",
+        "b": "The imaging modality is MRI. Yes.",
+        "c": "The imaging modality is CT. No.",  # the image's own modality, not the one asked about
+        "d": "No",  # not a modality question
+        "e": "CT",  # open question
+        "f": "No",  # ultrasound's display name is never seen in a "Yes" row: left as it is
+    }
+    assert [r["id"] for r in out] == [r["id"] for r in ROWS]
+    assert out[2]["conversations"][0] == ROWS[2]["conversations"][0]  # the question is kept
+    assert ROWS[2]["conversations"][1]["value"] == "No"  # originals untouched
+
+
+def test_evidence_answers_score_as_the_plain_answer():
+    from validation.metrics.vqa import vqa_item_score
+
+    for r, e in zip(ROWS[:3], modality_evidence_answers(ROWS)[:3]):
+        gold, answer = r["conversations"][1]["value"], e["conversations"][1]["value"]
+        assert vqa_item_score(gold, answer).correct
+        flipped = "no" if gold == "Yes" else "yes"
+        assert not vqa_item_score(flipped, answer).correct  # one of yes/no, no negation word
+
+
+def test_evidence_goes_with_the_complement_twins():
+    rows = ROWS + complementary_modality_questions(ROWS, np.random.default_rng(0))
+    answers = {r["id"]: r["conversations"][1]["value"] for r in modality_evidence_answers(rows)}
+    assert answers["a#complement"] == "The imaging modality is CT. No."
+    assert answers["c#complement"] == "The imaging modality is CT. Yes."
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_reasoning_replay_passes_the_option_to_its_sft_loop(on):
+    from model.recipes.config import load_recipe_config
+    from model.recipes.reasoning_sft import ReasoningSFTRecipe
+
+    recipe = ReasoningSFTRecipe.__new__(ReasoningSFTRecipe)  # sft_config reads cfg and dataset_path only
+    recipe.cfg = load_recipe_config("reasoning_sft", "ci", [f"data.modality_evidence={str(on).lower()}"])
+    recipe.dataset_path = "mix.parquet"
+    assert recipe.sft_config().data.modality_evidence is on
+    assert SFTDataSettings(shards="s", data_root="d").modality_evidence is False
