@@ -327,6 +327,11 @@ class SFTDataSettings(_Settings):
         description="answer closed 'Is the imaging modality X?' rows evidence first ('The imaging "
         "modality is CT. No.'): the model states the modality it sees, then compares it with X",
     )
+    mcq_evidence: bool = Field(
+        False,
+        description="answer multiple-choice rows evidence first ('CT. The answer is B.'): the option's "
+        "text, then its letter",
+    )
 
     @model_validator(mode="after")
     def _known_tasks(self) -> SFTDataSettings:
@@ -405,6 +410,9 @@ class ReasoningSFTDataSettings(ReasoningDataSettings):
         False,
         description="answer the replayed closed modality questions evidence first, as the SFT "
         "option of that name (keep it equal to the SFT stage's so the two stages agree)",
+    )
+    mcq_evidence: bool = Field(
+        False, description="answer the replayed multiple-choice rows evidence first, as the SFT option"
     )
 
     @model_validator(mode="after")

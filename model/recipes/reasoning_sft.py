@@ -270,6 +270,7 @@ class ReasoningSFTRecipe:
                 data_root=cfg.data.data_root,
                 max_length=cfg.data.max_length,
                 modality_evidence=cfg.data.modality_evidence,
+                mcq_evidence=cfg.data.mcq_evidence,
             ),
             train=cfg.train,
             optim=cfg.optim,

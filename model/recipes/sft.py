@@ -72,6 +72,7 @@ __all__ = [
     "SFTRecipe",
     "complementary_modality_questions",
     "main",
+    "mcq_evidence_answers",
     "modality_evidence_answers",
     "run_sft",
     "token_lengths",
@@ -193,6 +194,45 @@ def modality_evidence_answers(rows: Sequence[dict]) -> list[dict]:
             continue
         question, reply = r["conversations"]
         out.append({**r, "conversations": [question, {**reply, "value": new_answer[id(r)]}]})
+    return out
+
+
+#: one lettered option line of a multiple-choice prompt ("B. CT")
+MCQ_OPTION = re.compile(r"^([A-H])\. (.+?)\s*$", re.MULTILINE)
+#: the evidence-first answer of a multiple-choice question (see :func:`mcq_evidence_answers`)
+MCQ_EVIDENCE = "{option}. The answer is {letter}."
+
+
+def mcq_evidence_answers(rows: Sequence[dict]) -> list[dict]:
+    """Multiple-choice questions answered evidence first: "CT. The answer is B."
+
+    The letter of the right option is a lookup the tiny demo LLM does badly from the image alone
+    (it must find which option line names what it sees and copy the letter in front of it); said
+    after the option's text, the letter is a copy of the letter before that text in the prompt.
+    The answer still ends in "The answer is <letter>", which the MCQ parser reads first (an answer
+    whose letter and text disagree is scored by its letter). Rows whose answer is not one option
+    letter of their prompt's "X. text" lines are left as they are, and so is every other row.
+
+    Args:
+        rows: instruction rows (``task``, ``conversations``, ...).
+
+    Returns:
+        the rows in their order, the matched ones as copies with the new answer.
+    """
+    out = []
+    for r in rows:
+        conv = r["conversations"]
+        if r["task"] != "mcq" or len(conv) != 2:
+            out.append(r)
+            continue
+        question, reply = conv
+        options = dict(MCQ_OPTION.findall(question["value"]))
+        letter = reply["value"].strip().rstrip(".").strip("()")
+        if letter not in options:
+            out.append(r)
+            continue
+        answer = MCQ_EVIDENCE.format(option=options[letter], letter=letter)
+        out.append({**r, "conversations": [question, {**reply, "value": answer}]})
     return out
 
 
@@ -468,6 +508,8 @@ class SFTRecipe:
             rows += complementary_modality_questions(rows, np.random.default_rng([self.cfg.train.seed, 11]))
         if d.modality_evidence:
             rows = modality_evidence_answers(rows)
+        if d.mcq_evidence:
+            rows = mcq_evidence_answers(rows)
         if d.warmup is not None:
             present = {r["task"] for r in rows}
             missing = sorted(t for t, w in d.warmup.task_weights.items() if w > 0 and t not in present)
@@ -587,6 +629,7 @@ class SFTRecipe:
             "balanced_tasks": sorted(self.cfg.data.balanced_tasks),
             "complement_modality_questions": self.cfg.data.complement_modality_questions,
             "modality_evidence": self.cfg.data.modality_evidence,
+            "mcq_evidence": self.cfg.data.mcq_evidence,
         }
 
     # -- train -----------------------------------------------------------------------------

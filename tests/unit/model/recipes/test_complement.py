@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from model.recipes.config import SFTDataSettings
-from model.recipes.sft import complementary_modality_questions, modality_evidence_answers
+from model.recipes.sft import (
+    complementary_modality_questions,
+    mcq_evidence_answers,
+    modality_evidence_answers,
+)
 
 
 def _row(rid: str, modality: str, question: str, answer: str, task: str = "vqa_closed") -> dict:
@@ -117,3 +121,36 @@ def test_reasoning_replay_passes_the_option_to_its_sft_loop(on):
     recipe.dataset_path = "mix.parquet"
     assert recipe.sft_config().data.modality_evidence is on
     assert SFTDataSettings(shards="s", data_root="d").modality_evidence is False
+
+
+# --- evidence-first multiple choice (``data.mcq_evidence``) ------------------------------------
+
+MCQ_PROMPT = (
+    "<image>\nWhich imaging modality was used for this image?\nA. MRI\nB. CT\nC. X-ray\nD. endoscopy\nReply."
+)
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("B", "CT. The answer is B."),
+        ("(C).", "X-ray. The answer is C."),
+        ("E", "E"),  # not an option of the prompt: left as it is
+        ("CT", "CT"),  # not a letter
+    ],
+)
+def test_mcq_rows_are_answered_option_text_first(answer, expected):
+    rows = [_row("m", "ct", MCQ_PROMPT, answer, task="mcq"), ROWS[0]]
+    out = mcq_evidence_answers(rows)
+    assert out[0]["conversations"][1]["value"] == expected
+    assert out[1] is ROWS[0]  # other tasks untouched
+    assert rows[0]["conversations"][1]["value"] == answer
+
+
+def test_mcq_evidence_answers_are_scored_by_their_letter():
+    from validation.metrics.mcq import mcq_parse
+
+    options = {"A": "MRI", "B": "CT", "C": "X-ray", "D": "endoscopy"}
+    (row,) = mcq_evidence_answers([_row("m", "ct", MCQ_PROMPT, "B", task="mcq")])
+    assert mcq_parse(row["conversations"][1]["value"], options) == "B"
+    assert mcq_parse("CT. The answer is C.", options) == "C"  # the letter decides, not the text
