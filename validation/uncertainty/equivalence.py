@@ -49,6 +49,7 @@ _NEGATION = frozenset(
 _AFFIRM = re.compile(
     r"\b(?:there (?:is|are)|present|visible|seen|shows?|noted|consistent with|evidence of)\b"
 )
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 _LATERALITY = frozenset({"left", "right", "bilateral", "both"})
 
 
@@ -57,8 +58,9 @@ def answer_polarity(text: str) -> str | None:
 
     Rule, in order: the first word is affirmative (yes, yeah, yep, correct, true, affirmative,
     present, positive) -> yes; the first word is negative (no, nope, not, false, negative, absent,
-    none, incorrect) -> no; a negation word anywhere (no, not, without, absent, negative, none,
-    never, neither, nor, cannot, isn't, ...) -> no; an affirming phrase ("there is/are", present,
+    none, incorrect) -> no; the last sentence is a bare "yes" or "no" (an evidence-first answer,
+    "The imaging modality is CT. No.") -> that; a negation word anywhere (no, not, without, absent,
+    negative, none, never, neither, nor, cannot, isn't, ...) -> no; an affirming phrase ("there is/are", present,
     visible, seen, shows, noted, "consistent with", "evidence of") -> yes; else None.
 
     Example:
@@ -72,6 +74,9 @@ def answer_polarity(text: str) -> str | None:
         return "yes"
     if words[0] in _NO_FIRST:
         return "no"
+    last = _SENTENCE_END.split(text.strip().lower())[-1].strip(" \t\n.!")
+    if last in ("yes", "no"):
+        return last
     if any(w in _NEGATION for w in words):
         return "no"
     return "yes" if _AFFIRM.search(" ".join(words)) else None

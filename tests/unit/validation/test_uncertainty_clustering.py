@@ -69,6 +69,10 @@ def test_clustering_rejects_non_strings():
         ("The nodule isn't visible", "no"),
         ("There is a nodule in the left lung.", "yes"),
         ("Absent.", "no"),
+        ("The imaging modality is CT. No.", "no"),  # evidence first, the answer last
+        ("The imaging modality is MRI. Yes.", "yes"),
+        ("There is no nodule. Yes.", "yes"),  # the concluding yes/no wins over a negation word
+        ("The imaging modality is CT.", None),
         ("The liver", None),
         ("", None),
     ],
