@@ -157,6 +157,12 @@ def _modality_questions(rows: Sequence[dict]) -> tuple[list[tuple[dict, re.Match
     return matched, display
 
 
+def _with_answer(row: dict, answer: str) -> dict:
+    """A copy of a two-turn row with its answer replaced (the row itself is left as it is)."""
+    question, reply = row["conversations"]
+    return {**row, "conversations": [question, {**reply, "value": answer}]}
+
+
 #: the evidence-first answer of a closed modality question (see :func:`modality_evidence_answers`)
 MODALITY_EVIDENCE = "The imaging modality is {display}. {answer}."
 
@@ -192,8 +198,7 @@ def modality_evidence_answers(rows: Sequence[dict]) -> list[dict]:
         if id(r) not in new_answer:
             out.append(r)
             continue
-        question, reply = r["conversations"]
-        out.append({**r, "conversations": [question, {**reply, "value": new_answer[id(r)]}]})
+        out.append(_with_answer(r, new_answer[id(r)]))
     return out
 
 
@@ -231,8 +236,7 @@ def mcq_evidence_answers(rows: Sequence[dict]) -> list[dict]:
         if letter not in options:
             out.append(r)
             continue
-        answer = MCQ_EVIDENCE.format(option=options[letter], letter=letter)
-        out.append({**r, "conversations": [question, {**reply, "value": answer}]})
+        out.append(_with_answer(r, MCQ_EVIDENCE.format(option=options[letter], letter=letter)))
     return out
 
 
