@@ -39,6 +39,7 @@ __all__ = [
     "DPOConfig",
     "DPODataSettings",
     "DPOLossSettings",
+    "EvidenceAnswers",
     "FreezeSettings",
     "LoraSettings",
     "OptimizerSettings",
@@ -297,7 +298,27 @@ class WarmupMix(_Settings):
         return self
 
 
-class SFTDataSettings(_Settings):
+class EvidenceAnswers(_Settings):
+    """Evidence-first answer formats of the instruction rows (SFT, and the rows reasoning SFT replays;
+    keep the two stages equal so they agree)."""
+
+    modality_evidence: bool = Field(
+        False,
+        description="answer closed 'Is the imaging modality X?' rows evidence first ('The imaging "
+        "modality is CT. No.'): the model states the modality it sees, then compares it with X",
+    )
+    mcq_evidence: bool = Field(
+        False,
+        description="answer multiple-choice rows evidence first ('CT. The answer is B.'): the option's "
+        "text, then its letter",
+    )
+
+    def evidence_options(self) -> dict[str, bool]:
+        """These options by name (to pass them from one stage's settings to another's)."""
+        return {name: getattr(self, name) for name in EvidenceAnswers.model_fields}
+
+
+class SFTDataSettings(EvidenceAnswers):
     """Curated instruction shards (INSTRUCTION_SCHEMA); only the ``train`` split is read."""
 
     shards: str = Field(..., description="curated shards folder (or one Parquet file)")
@@ -321,16 +342,6 @@ class SFTDataSettings(_Settings):
         description="add, for each closed 'Is the imaging modality X?' row, the same image asked about "
         "another modality with the opposite answer (complementary pairs: the answer needs both the "
         "question and the image)",
-    )
-    modality_evidence: bool = Field(
-        False,
-        description="answer closed 'Is the imaging modality X?' rows evidence first ('The imaging "
-        "modality is CT. No.'): the model states the modality it sees, then compares it with X",
-    )
-    mcq_evidence: bool = Field(
-        False,
-        description="answer multiple-choice rows evidence first ('CT. The answer is B.'): the option's "
-        "text, then its letter",
     )
 
     @model_validator(mode="after")
@@ -385,7 +396,7 @@ class ReasoningDataSettings(_Settings):
     max_length: int | None = Field(None, ge=8, description="token limit per example; None = model context")
 
 
-class ReasoningSFTDataSettings(ReasoningDataSettings):
+class ReasoningSFTDataSettings(ReasoningDataSettings, EvidenceAnswers):
     """The reasoning dataset, plus an optional replay of the stage-1 instruction mix."""
 
     answer_style: Literal["full", "concise"] = Field(
@@ -405,14 +416,6 @@ class ReasoningSFTDataSettings(ReasoningDataSettings):
     replay_task_weights: dict[str, float] = Field(
         default_factory=dict,
         description="per-task sampling weight of the replayed rows (unlisted 1.0, 0 = never replayed)",
-    )
-    modality_evidence: bool = Field(
-        False,
-        description="answer the replayed closed modality questions evidence first, as the SFT "
-        "option of that name (keep it equal to the SFT stage's so the two stages agree)",
-    )
-    mcq_evidence: bool = Field(
-        False, description="answer the replayed multiple-choice rows evidence first, as the SFT option"
     )
 
     @model_validator(mode="after")

@@ -632,8 +632,7 @@ class SFTRecipe:
             "task_weights": dict(sorted(self.cfg.data.task_weights.items())),
             "balanced_tasks": sorted(self.cfg.data.balanced_tasks),
             "complement_modality_questions": self.cfg.data.complement_modality_questions,
-            "modality_evidence": self.cfg.data.modality_evidence,
-            "mcq_evidence": self.cfg.data.mcq_evidence,
+            **self.cfg.data.evidence_options(),
         }
 
     # -- train -----------------------------------------------------------------------------
