@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +28,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from model.data.schema import TASKS
+
+#: the pseudo-task of the synthetic in-context lookup rows of SFT (``data.lookup_drills``): it can be
+#: weighted in ``data.task_weights`` and ``data.warmup.task_weights`` like a curated task
+DRILL_TASK = "lookup_drill"
+#: the tasks an SFT mix can weight: the curated ones and the drills
+MIX_TASKS = (*TASKS, DRILL_TASK)
 
 __all__ = [
     "CONFIG_ROOT",
@@ -265,15 +271,17 @@ class _StageConfig(_Settings):
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_task_weights(name: str, weights: Mapping[str, float], default: float) -> None:
+def _check_task_weights(
+    name: str, weights: Mapping[str, float], default: float, known: Sequence[str] = MIX_TASKS
+) -> None:
     """Known tasks, weights >= 0, and at least one task kept (unlisted tasks weigh ``default``)."""
-    unknown = sorted(set(weights) - set(TASKS))
+    unknown = sorted(set(weights) - set(known))
     if unknown:
-        raise ValueError(f"{name}: unknown task(s) {unknown}; tasks are {list(TASKS)}")
+        raise ValueError(f"{name}: unknown task(s) {unknown}; tasks are {list(known)}")
     bad = {k: v for k, v in weights.items() if v < 0}
     if bad:
         raise ValueError(f"{name} must be >= 0, got {bad}")
-    if all(weights.get(t, default) == 0 for t in TASKS):
+    if all(weights.get(t, default) == 0 for t in known):
         raise ValueError(f"{name} drop every task")
 
 
@@ -343,6 +351,12 @@ class SFTDataSettings(EvidenceAnswers):
         "another modality with the opposite answer (complementary pairs: the answer needs both the "
         "question and the image)",
     )
+    lookup_drills: int = Field(
+        0,
+        ge=0,
+        description=f"number of synthetic in-context lookup rows (task '{DRILL_TASK}': find the letter of a "
+        "named option, say whether two named things are the same) added to the mix; 0 = none",
+    )
 
     @model_validator(mode="after")
     def _known_tasks(self) -> SFTDataSettings:
@@ -354,7 +368,7 @@ class SFTDataSettings(EvidenceAnswers):
 
     def kept_tasks(self) -> set[str]:
         """Tasks with a positive weight in the main mix or the warm-up phase."""
-        main = {t for t in TASKS if self.task_weights.get(t, 1.0) > 0}
+        main = {t for t in MIX_TASKS if self.task_weights.get(t, 1.0) > 0}
         warm = {t for t, w in self.warmup.task_weights.items() if w > 0} if self.warmup else set()
         return main | warm
 
@@ -422,7 +436,7 @@ class ReasoningSFTDataSettings(ReasoningDataSettings, EvidenceAnswers):
     def _replay(self) -> ReasoningSFTDataSettings:
         if self.replay_rows and not self.replay_shards:
             raise ValueError("data.replay_rows > 0 needs data.replay_shards")
-        _check_task_weights("data.replay_task_weights", self.replay_task_weights, default=1.0)
+        _check_task_weights("data.replay_task_weights", self.replay_task_weights, default=1.0, known=TASKS)
         return self
 
 

@@ -58,7 +58,14 @@ from model.recipes._common import (
     warmup_cosine,
     zero_stage,
 )
-from model.recipes.config import FreezeSettings, LoraSettings, SFTConfig, SFTModelInit, load_recipe_config
+from model.recipes.config import (
+    DRILL_TASK,
+    FreezeSettings,
+    LoraSettings,
+    SFTConfig,
+    SFTModelInit,
+    load_recipe_config,
+)
 from model.recipes.metric_logging import MetricLogger, StdoutLogger, flatten_params, system_metrics
 from model.tokenizer import ROLE_NAMES, load_tokenizer
 from model.vlm import XMedProcessor, build_tiny_vlm_for_tokenizer, count_parameters, freeze, read_architecture
@@ -71,6 +78,7 @@ __all__ = [
     "InstructionRows",
     "SFTRecipe",
     "complementary_modality_questions",
+    "lookup_drills",
     "main",
     "mcq_evidence_answers",
     "modality_evidence_answers",
@@ -282,6 +290,103 @@ def complementary_modality_questions(rows: Sequence[dict], rng: np.random.Genera
                     {**question, "value": text[: m.start("slot")] + slot + text[m.end("slot") :]},
                     {**reply, "value": flipped},
                 ],
+            }
+        )
+    return out
+
+
+#: how a lookup drill names the option to find (the modality one is the corpus' own MCQ wording)
+_DRILL_LOOKUP_LEADS = ("Which option is {word}?", "Find {word} among the options.")
+_DRILL_MODALITY_LOOKUP = "Based on this {word} image, answer the multiple-choice question.\nWhich imaging modality was used for this image?"
+_DRILL_COMPARE = "Is {first} the same as {second}? Answer yes or no."
+_DRILL_MODALITY_COMPARE = "Based on this {first} image, Is the imaging modality {second}?"
+
+
+def lookup_drills(rows: Sequence[dict], n: int, rng: np.random.Generator) -> list[dict]:
+    """Synthetic in-context lookup rows: the answer is in the prompt, found by matching a word.
+
+    Multiple-choice letters and closed "Is the imaging modality X?" answers both need the model to
+    match a word against the words of its prompt (which option line names it; does the question
+    name it). The tiny demo LLM does not learn that match from the curated rows: it answers "Based
+    on this CT image ... A. MRI B. CT ..." at chance. Half of these rows are lookups (four options
+    drawn from the MCQ rows' option texts; the prompt names one; the answer is its letter), half
+    comparisons (two such words, the same in half of them; "Yes"/"No"). Half the named words are
+    modality names (the closed questions' displays). Where the named word is a modality, half the
+    rows use the corpus' "Based on this <modality> image" wording with an image
+    of that modality; the others borrow any row's image (the prompt format has one). Every row is
+    ``split="train"``, task :data:`~model.recipes.config.DRILL_TASK`.
+
+    Args:
+        rows: the curated ``train`` rows (their MCQ options, modality displays, footers and images).
+        n: number of rows to make.
+        rng: seeded generator.
+
+    Returns:
+        ``n`` new rows, ids ``lookup_drill-<i>``.
+
+    Raises:
+        ValueError: fewer than four distinct option texts, or no MCQ or single-image row to copy.
+    """
+    words: set[str] = set()
+    footers: set[str] = set()
+    for r in rows:
+        if r["task"] == "mcq":
+            prompt = r["conversations"][0]["value"]
+            words.update(text for _, text in MCQ_OPTION.findall(prompt))
+            footers.add(prompt.rsplit("\n", 1)[-1])
+    vocab = sorted(words)
+    image_rows = [r for r in rows if len(r["images"]) == 1]
+    if len(vocab) < 4 or not image_rows:
+        raise ValueError(
+            f"lookup drills need MCQ rows with >= 4 distinct option texts and single-image rows; "
+            f"got {len(vocab)} option texts, {len(image_rows)} single-image rows"
+        )
+    _, display = _modality_questions(rows)
+    by_display = {display[m]: [r for r in image_rows if r["modality"] == m] for m in display}
+    by_display = {k: v for k, v in by_display.items() if v}
+    footer_list = sorted(footers)
+    modality_names = sorted(by_display)
+    out: list[dict] = []
+    for i in range(n):
+        names = modality_names if modality_names and rng.random() < 0.5 else vocab
+        word = names[int(rng.integers(len(names)))]
+        in_corpus_wording = word in by_display and rng.random() < 0.5
+        pool = by_display[word] if in_corpus_wording else image_rows
+        image_row = pool[int(rng.integers(len(pool)))]
+        if i % 2 == 0:
+            others = [w for w in vocab if w != word]
+            options = [word, *(others[j] for j in rng.choice(len(others), size=3, replace=False))]
+            order = rng.permutation(4)
+            lines = [f"{'ABCD'[k]}. {options[j]}" for k, j in enumerate(order)]
+            lead = (
+                _DRILL_MODALITY_LOOKUP
+                if in_corpus_wording
+                else _DRILL_LOOKUP_LEADS[int(rng.integers(len(_DRILL_LOOKUP_LEADS)))]
+            ).format(word=word)
+            footer = footer_list[int(rng.integers(len(footer_list)))]
+            question = "\n".join([lead, *lines, footer])
+            answer = "ABCD"[int(np.flatnonzero(order == 0)[0])]
+        else:
+            same = rng.random() < 0.5
+            if same:
+                second = word
+            else:
+                others = [w for w in (modality_names if in_corpus_wording else vocab) if w != word]
+                second = others[int(rng.integers(len(others)))]
+            template = _DRILL_MODALITY_COMPARE if in_corpus_wording else _DRILL_COMPARE
+            question = template.format(first=word, second=second)
+            answer = "Yes" if same else "No"
+        out.append(
+            {
+                "id": f"{DRILL_TASK}-{i}",
+                "task": DRILL_TASK,
+                "images": list(image_row["images"]),
+                "conversations": [
+                    {"from": "human", "value": f"<image>\n{question}"},
+                    {"from": "gpt", "value": answer},
+                ],
+                "split": TRAIN_SPLIT,
+                "modality": image_row["modality"],
             }
         )
     return out
@@ -503,13 +608,15 @@ class SFTRecipe:
 
     def _load_rows(self) -> list[dict]:
         d = self.cfg.data
-        rows = [r for r in iter_parquet_rows(d.shards, columns=_COLUMNS) if r["split"] == TRAIN_SPLIT]
+        curated = [r for r in iter_parquet_rows(d.shards, columns=_COLUMNS) if r["split"] == TRAIN_SPLIT]
         kept = d.kept_tasks()
-        rows = [r for r in rows if r["task"] in kept]
-        if not rows:
-            raise ValueError(f"{d.shards}: no '{TRAIN_SPLIT}' rows of the configured tasks {sorted(kept)}")
+        rows = [r for r in curated if r["task"] in kept]
         if d.complement_modality_questions:
             rows += complementary_modality_questions(rows, np.random.default_rng([self.cfg.train.seed, 11]))
+        if d.lookup_drills and DRILL_TASK in kept:  # made from all curated rows, weighted or not
+            rows += lookup_drills(curated, d.lookup_drills, np.random.default_rng([self.cfg.train.seed, 13]))
+        if not rows:
+            raise ValueError(f"{d.shards}: no '{TRAIN_SPLIT}' rows of the configured tasks {sorted(kept)}")
         if d.modality_evidence:
             rows = modality_evidence_answers(rows)
         if d.mcq_evidence:
