@@ -136,6 +136,11 @@ def balance_by_answer(idx: Sequence[int], answers: Sequence[str], rng: np.random
 MODALITY_QUESTION = re.compile(r"Is the imaging modality (?P<slot>[^?\n]+)\?")
 
 
+def _pick(rng: np.random.Generator, items: Sequence[Any]) -> Any:
+    """One seeded pick from ``items`` (an element, not a numpy scalar)."""
+    return items[int(rng.integers(len(items)))]
+
+
 def _modality_questions(rows: Sequence[dict]) -> tuple[list[tuple[dict, re.Match, str]], dict[str, str]]:
     """The closed "Is the imaging modality X?" rows (row, match, "yes"/"no") and each modality's display.
 
@@ -275,7 +280,7 @@ def complementary_modality_questions(rows: Sequence[dict], rng: np.random.Genera
             others = [display[k] for k in names if k != r["modality"]]
             if not others:
                 continue
-            slot, flipped = others[int(rng.integers(len(others)))], "No"
+            slot, flipped = _pick(rng, others), "No"
         else:
             if r["modality"] not in display:
                 continue
@@ -350,21 +355,19 @@ def lookup_drills(rows: Sequence[dict], n: int, rng: np.random.Generator) -> lis
     out: list[dict] = []
     for i in range(n):
         names = modality_names if modality_names and rng.random() < 0.5 else vocab
-        word = names[int(rng.integers(len(names)))]
+        word = _pick(rng, names)
         in_corpus_wording = word in by_display and rng.random() < 0.5
         pool = by_display[word] if in_corpus_wording else image_rows
-        image_row = pool[int(rng.integers(len(pool)))]
+        image_row = _pick(rng, pool)
         if i % 2 == 0:
             others = [w for w in vocab if w != word]
             options = [word, *(others[j] for j in rng.choice(len(others), size=3, replace=False))]
             order = rng.permutation(4)
             lines = [f"{'ABCD'[k]}. {options[j]}" for k, j in enumerate(order)]
-            lead = (
-                _DRILL_MODALITY_LOOKUP
-                if in_corpus_wording
-                else _DRILL_LOOKUP_LEADS[int(rng.integers(len(_DRILL_LOOKUP_LEADS)))]
-            ).format(word=word)
-            footer = footer_list[int(rng.integers(len(footer_list)))]
+            lead = (_DRILL_MODALITY_LOOKUP if in_corpus_wording else _pick(rng, _DRILL_LOOKUP_LEADS)).format(
+                word=word
+            )
+            footer = _pick(rng, footer_list)
             question = "\n".join([lead, *lines, footer])
             answer = "ABCD"[int(np.flatnonzero(order == 0)[0])]
         else:
@@ -373,7 +376,7 @@ def lookup_drills(rows: Sequence[dict], n: int, rng: np.random.Generator) -> lis
                 second = word
             else:
                 others = [w for w in (modality_names if in_corpus_wording else vocab) if w != word]
-                second = others[int(rng.integers(len(others)))]
+                second = _pick(rng, others)
             template = _DRILL_MODALITY_COMPARE if in_corpus_wording else _DRILL_COMPARE
             question = template.format(first=word, second=second)
             answer = "Yes" if same else "No"
