@@ -59,6 +59,7 @@ __all__ = [
     "count_parameters",
     "freeze",
     "init_coordinate_embeddings",
+    "init_mimetic_attention",
     "read_architecture",
     "sincos_2d",
     "trainable_parameter_names",
@@ -387,7 +388,9 @@ class XMedVLMForConditionalGeneration(XMedVLMPreTrainedModel, GenerationMixin):
         per_token = nn.functional.cross_entropy(logits, targets[keep], reduction="none")
         counts = keep.sum(dim=1).clamp(min=1).float()
         weights = counts.pow(-LOSS_WEIGHTINGS[loss_weighting])[keep.nonzero()[:, 0]]
-        return CausalLMOutputWithPast(loss=(per_token * weights).sum() / weights.sum().clamp(min=1e-12), logits=None)
+        return CausalLMOutputWithPast(
+            loss=(per_token * weights).sum() / weights.sum().clamp(min=1e-12), logits=None
+        )
 
     # -- generation ----------------------------------------------------------------------------
     _MEDIA_KEYS = ("pixel_values", "image_counts", "input_features", "audio_counts")
@@ -523,6 +526,36 @@ def init_coordinate_embeddings(model: PreTrainedModel, tokenizer, *, max_value: 
     return ids
 
 
+@torch.no_grad()
+def init_mimetic_attention(layers, *, qk_scale: float = 0.7, vo_scale: float = 1.0) -> None:
+    """Mimetic initialisation of self-attention (Trockman & Kolter, 2023), in place.
+
+    Each layer's key projection is set equal to its query projection, drawn with rows of norm about
+    ``qk_scale`` (so ``W_q^T W_k`` is positive semi-definite: a token attends to earlier copies of
+    itself from the first step), and the output projection to ``-vo_scale`` times the scaled
+    transpose of the value projection (``W_o W_v`` close to ``-vo_scale * I``). A from-scratch LLM
+    then learns to compare a word with one elsewhere in its context (closed "Is the modality X?"
+    answers, option lookups) from a few thousand examples instead of tens of thousands
+    (benchmarks/README.md, eighth round).
+
+    Args:
+        layers: decoder layers, each with ``self_attn.{q,k,v,o}_proj`` linear layers.
+        qk_scale: row norm of the shared query/key projection.
+        vo_scale: size of the negative identity ``W_o W_v`` approximates (0 leaves W_o as it is).
+    """
+    for layer in layers:
+        attn = layer.self_attn
+        q = attn.q_proj.weight
+        if attn.k_proj.weight.shape != q.shape:
+            raise ValueError("mimetic attention needs as many key/value heads as query heads")
+        w = torch.randn_like(q) * (qk_scale / math.sqrt(q.shape[1]))
+        attn.q_proj.weight.copy_(w)
+        attn.k_proj.weight.copy_(w)
+        if vo_scale:
+            v = attn.v_proj.weight
+            attn.o_proj.weight.copy_(-vo_scale * v.T / v.norm(dim=1).pow(2).mean())
+
+
 def build_tiny_vlm(
     *,
     vocab_size: int,
@@ -549,6 +582,7 @@ def build_tiny_vlm(
     audio_pool: int = 6,
     tie_word_embeddings: bool = False,
     position_embedding: str = "sincos2d",
+    mimetic_attention: bool = False,
     seed: int | None = None,
 ) -> XMedVLMForConditionalGeneration:
     """A randomly initialised tiny XMed VLM (Llama LM, conv+ViT vision tower, optional Whisper).
@@ -578,6 +612,7 @@ def build_tiny_vlm(
         audio_pool: encoder frames per audio token.
         tie_word_embeddings: share the LLM input and output embeddings.
         position_embedding: vision-token positions, ``sincos2d`` (fixed), ``learned`` or ``none``.
+        mimetic_attention: initialise the LLM's self-attention with :func:`init_mimetic_attention`.
         seed: seed the initialisation (the global RNG state is restored afterwards).
     """
     stages = round(math.log2(image_size / grid))
@@ -629,6 +664,8 @@ def build_tiny_vlm(
         if seed is not None:
             torch.manual_seed(seed)
         model = XMedVLMForConditionalGeneration(config)
+        if mimetic_attention:
+            init_mimetic_attention(model.language_model.model.layers)
     gen = model.generation_config
     gen.eos_token_id, gen.pad_token_id, gen.bos_token_id = eos_token_id, pad_token_id, bos_token_id
     return model

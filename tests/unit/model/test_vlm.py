@@ -369,3 +369,40 @@ _FOR_TOK = {
     "image_size": 32, "grid": 4, "vision_hidden": 32, "vision_layers": 1, "text_hidden": 32,
     "text_layers": 1, "heads": 2, "intermediate": 64, "max_positions": 256,
 }  # fmt: skip
+
+
+def test_mimetic_attention_init(tok):
+    plain, mim = tiny(tok), tiny(tok, mimetic_attention=True)
+    for layer in mim.language_model.model.layers:
+        a = layer.self_attn
+        assert torch.equal(a.q_proj.weight, a.k_proj.weight)  # W_q^T W_k is PSD: same tokens attend
+        qk = a.q_proj.weight.T @ a.k_proj.weight
+        assert torch.linalg.eigvalsh(qk).min() > -1e-6
+        ov = a.o_proj.weight @ a.v_proj.weight  # close to -I: diagonal about -1, off-diagonal small
+        d = ov.shape[0]
+        assert -1.3 < ov.diagonal().mean() < -0.7
+        assert (ov - torch.diag(ov.diagonal())).abs().mean() < 0.25
+    # the rest of the model is initialised exactly as without the option (same seed)
+    p, m = dict(plain.named_parameters()), dict(mim.named_parameters())
+    changed = {n for n in p if not torch.equal(p[n], m[n])}
+    assert changed and all(n.split(".")[-2] in {"q_proj", "k_proj", "o_proj"} for n in changed), changed
+    assert d == 32
+    # and still a working model: finite loss, gradients
+    ids = torch.tensor([[5, 6, 7, 8]])
+    out = mim.language_model(input_ids=ids, labels=ids)
+    assert torch.isfinite(out.loss)
+
+
+def test_mimetic_attention_needs_full_key_value_heads():
+    from model.vlm.modeling import init_mimetic_attention
+
+    class Attn(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q_proj, self.o_proj = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+            self.k_proj, self.v_proj = torch.nn.Linear(8, 4), torch.nn.Linear(8, 4)
+
+    layer = torch.nn.Module()
+    layer.self_attn = Attn()
+    with pytest.raises(ValueError, match="as many key/value heads"):
+        init_mimetic_attention([layer])
