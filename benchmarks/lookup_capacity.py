@@ -7,13 +7,21 @@ chance (the induction-head phase change); this script measures where that platea
 LLM of the demo architecture (``model/configs/model/demo.yaml``: Llama layers, width, heads, MLP)
 on the cleanest form of the task, so the SFT budget can be read against it.
 
-Task: ``Q w ; A w1 B w2 C w3 D w4 ; ->`` with every ``w`` one token of ``--words`` distinct words
-(four different options, ``w`` one of them), answer the letter of ``w`` (4-way, chance 0.25).
-Fresh random examples every step (no repetition); accuracy on ``--eval`` held-out examples every
-``--every`` steps, with the examples seen so far.
+Tasks (``--task``), every ``w`` one token of ``--words`` distinct words:
 
-Run: ``python benchmarks/lookup_capacity.py [--steps 3000 --batch 64 --lr 1e-3]``; prints one
-line per evaluation and writes ``benchmarks/out/lookup_capacity.json``.
+* ``lookup``: ``Q w ; A w1 B w2 C w3 D w4 ; ->`` (four different options, ``w`` one of them),
+  answer the letter of ``w`` (4-way, chance 0.25): the multiple-choice letter.
+* ``compare``: ``Q w1 ; f1 .. fk ; w2 ->`` with ``--fill`` distractor tokens between, answer
+  yes/no for ``w1 == w2`` (half of them equal, chance 0.5): the closed "Is the imaging modality X?"
+  answer after the model has named the modality.
+
+Fresh random examples every step (no repetition); accuracy on ``--eval`` held-out examples every
+``--every`` steps, with the examples seen so far. ``--mimetic`` initialises the attention with
+:func:`model.vlm.modeling.init_mimetic_attention` (the demo architecture's ``mimetic_attention``).
+
+Run: ``python benchmarks/lookup_capacity.py [--task compare --words 6 --mimetic --steps 3000
+--batch 64 --lr 1e-3]``; prints one line per evaluation and writes
+``benchmarks/out/lookup_capacity.json``.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from pathlib import Path
 import torch
 import yaml
 from transformers import LlamaConfig, LlamaForCausalLM
+
+from model.vlm.modeling import init_mimetic_attention
 
 ROOT = Path(__file__).resolve().parents[1]
 #: special token ids of the synthetic vocabulary; words follow them
@@ -46,10 +56,27 @@ def lookup_batch(n: int, words: int, g: torch.Generator) -> tuple[torch.Tensor, 
     return prompts, torch.tensor(LETTERS)[pick]
 
 
+def compare_batch(n: int, words: int, fill: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` comparison prompts ``(n, 5 + fill)`` and their answers (yes = ``LETTERS[0]``, no = ``LETTERS[1]``).
+
+    Distractors are drawn from another ``words`` tokens (ids after the compared words).
+    """
+    a = torch.randint(words, (n,), generator=g)
+    same = torch.rand(n, generator=g) < 0.5
+    b = torch.where(same, a, (a + torch.randint(1, words, (n,), generator=g)) % words)
+    filler = torch.randint(words, (n, fill), generator=g) + N_SPECIAL + words
+    q, sep, arrow = (torch.full((n, 1), v) for v in (Q, SEP, ARROW))
+    prompts = torch.cat([q, a[:, None] + N_SPECIAL, sep, filler, sep, b[:, None] + N_SPECIAL, arrow], dim=1)
+    return prompts, torch.where(same, LETTERS[0], LETTERS[1])
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--architecture", default=str(ROOT / "model/configs/model/demo.yaml"))
+    p.add_argument("--task", choices=("lookup", "compare"), default="lookup")
     p.add_argument("--words", type=int, default=60)
+    p.add_argument("--fill", type=int, default=8, help="distractor tokens between the compared words")
+    p.add_argument("--mimetic", action="store_true", help="mimetic attention initialisation")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -64,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
 
     arch = yaml.safe_load(Path(args.architecture).read_text())["architecture"]
     cfg = LlamaConfig(
-        vocab_size=N_SPECIAL + args.words,
+        vocab_size=N_SPECIAL + 2 * args.words,
         hidden_size=arch["text_hidden"],
         intermediate_size=arch["intermediate"],
         num_hidden_layers=arch["text_layers"],
@@ -73,17 +100,26 @@ def main(argv: list[str] | None = None) -> None:
         max_position_embeddings=64,
     )
     model = LlamaForCausalLM(cfg)
+    if args.mimetic:
+        init_mimetic_attention(model.model.layers)
+
+    def batch(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if args.task == "lookup":
+            return lookup_batch(n, args.words, g)
+        return compare_batch(n, args.words, args.fill, g)
+
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
     g_train = torch.Generator().manual_seed(args.seed + 1)
-    test_x, test_y = lookup_batch(args.eval, args.words, torch.Generator().manual_seed(args.seed + 2))
+    test_x, test_y = batch(args.eval, torch.Generator().manual_seed(args.seed + 2))
     print(
         f"LLM {arch['text_layers']} layers x {arch['text_hidden']} wide, {arch['heads']} heads; "
-        f"{args.words} words, batch {args.batch}, lr {args.lr}"
+        f"{'mimetic' if args.mimetic else 'default'} init; {args.task}, {args.words} words, "
+        f"batch {args.batch}, lr {args.lr}"
     )
     rows = []
     start = time.perf_counter()
     for step in range(1, args.steps + 1):
-        x, y = lookup_batch(args.batch, args.words, g_train)
+        x, y = batch(args.batch, g_train)
         loss = torch.nn.functional.cross_entropy(model(x).logits[:, -1], y)
         opt.zero_grad()
         loss.backward()

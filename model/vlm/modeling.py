@@ -527,33 +527,45 @@ def init_coordinate_embeddings(model: PreTrainedModel, tokenizer, *, max_value: 
 
 
 @torch.no_grad()
-def init_mimetic_attention(layers, *, qk_scale: float = 0.7, vo_scale: float = 1.0) -> None:
-    """Mimetic initialisation of self-attention (Trockman & Kolter, 2023), in place.
+def init_mimetic_attention(
+    layers, *, heads: int | None = None, qk_scale: float = 0.7, vo_scale: float = 1.0
+) -> None:
+    """Mimetic initialisation of self-attention heads (Trockman & Kolter, 2023), in place.
 
-    Each layer's key projection is set equal to its query projection, drawn with rows of norm about
-    ``qk_scale`` (so ``W_q^T W_k`` is positive semi-definite: a token attends to earlier copies of
-    itself from the first step), and the output projection to ``-vo_scale`` times the scaled
-    transpose of the value projection (``W_o W_v`` close to ``-vo_scale * I``). A from-scratch LLM
-    then learns to compare a word with one elsewhere in its context (closed "Is the modality X?"
-    answers, option lookups) from a few thousand examples instead of tens of thousands
-    (benchmarks/README.md, eighth round).
+    In each mimetic head the key projection equals the query projection, drawn with rows of norm
+    about ``qk_scale`` (so the head's ``W_q^T W_k`` is positive semi-definite: a token attends to
+    earlier copies of itself from the first step), and the head's slice of the output projection is
+    ``-vo_scale`` times the scaled transpose of its value projection (``W_o W_v`` close to minus the
+    identity on the head's subspace). A from-scratch LLM then learns to compare a word with one
+    elsewhere in its context (closed "Is the imaging modality X?" answers after the model has named
+    the modality) from a few thousand examples instead of tens of thousands (benchmarks/README.md,
+    eighth round). The other heads keep their initialisation.
 
     Args:
-        layers: decoder layers, each with ``self_attn.{q,k,v,o}_proj`` linear layers.
+        layers: decoder layers, each with ``self_attn.{q,k,v,o}_proj`` linear layers and ``head_dim``.
+        heads: the first ``heads`` heads of each layer are set (default all).
         qk_scale: row norm of the shared query/key projection.
         vo_scale: size of the negative identity ``W_o W_v`` approximates (0 leaves W_o as it is).
+
+    Raises:
+        ValueError: fewer key/value heads than query heads, or ``heads`` out of range.
     """
     for layer in layers:
         attn = layer.self_attn
         q = attn.q_proj.weight
         if attn.k_proj.weight.shape != q.shape:
             raise ValueError("mimetic attention needs as many key/value heads as query heads")
-        w = torch.randn_like(q) * (qk_scale / math.sqrt(q.shape[1]))
-        attn.q_proj.weight.copy_(w)
-        attn.k_proj.weight.copy_(w)
+        n_heads = q.shape[0] // attn.head_dim
+        k = n_heads if heads is None else heads
+        if not 0 < k <= n_heads:
+            raise ValueError(f"mimetic heads {heads} out of range: the layer has {n_heads} heads")
+        rows = slice(0, k * attn.head_dim)
+        w = torch.randn_like(q[rows]) * (qk_scale / math.sqrt(q.shape[1]))
+        attn.q_proj.weight[rows] = w
+        attn.k_proj.weight[rows] = w
         if vo_scale:
-            v = attn.v_proj.weight
-            attn.o_proj.weight.copy_(-vo_scale * v.T / v.norm(dim=1).pow(2).mean())
+            v = attn.v_proj.weight[rows]
+            attn.o_proj.weight[:, rows] = -vo_scale * v.T / v.norm(dim=1).pow(2).mean()
 
 
 def build_tiny_vlm(
@@ -582,7 +594,7 @@ def build_tiny_vlm(
     audio_pool: int = 6,
     tie_word_embeddings: bool = False,
     position_embedding: str = "sincos2d",
-    mimetic_attention: bool = False,
+    mimetic_heads: int = 0,
     seed: int | None = None,
 ) -> XMedVLMForConditionalGeneration:
     """A randomly initialised tiny XMed VLM (Llama LM, conv+ViT vision tower, optional Whisper).
@@ -612,7 +624,7 @@ def build_tiny_vlm(
         audio_pool: encoder frames per audio token.
         tie_word_embeddings: share the LLM input and output embeddings.
         position_embedding: vision-token positions, ``sincos2d`` (fixed), ``learned`` or ``none``.
-        mimetic_attention: initialise the LLM's self-attention with :func:`init_mimetic_attention`.
+        mimetic_heads: LLM attention heads per layer given :func:`init_mimetic_attention` (0: none).
         seed: seed the initialisation (the global RNG state is restored afterwards).
     """
     stages = round(math.log2(image_size / grid))
@@ -664,8 +676,8 @@ def build_tiny_vlm(
         if seed is not None:
             torch.manual_seed(seed)
         model = XMedVLMForConditionalGeneration(config)
-        if mimetic_attention:
-            init_mimetic_attention(model.language_model.model.layers)
+        if mimetic_heads:
+            init_mimetic_attention(model.language_model.model.layers, heads=mimetic_heads)
     gen = model.generation_config
     gen.eos_token_id, gen.pad_token_id, gen.bos_token_id = eos_token_id, pad_token_id, bos_token_id
     return model

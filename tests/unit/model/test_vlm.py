@@ -372,7 +372,7 @@ _FOR_TOK = {
 
 
 def test_mimetic_attention_init(tok):
-    plain, mim = tiny(tok), tiny(tok, mimetic_attention=True)
+    plain, mim = tiny(tok), tiny(tok, mimetic_heads=2)
     for layer in mim.language_model.model.layers:
         a = layer.self_attn
         assert torch.equal(a.q_proj.weight, a.k_proj.weight)  # W_q^T W_k is PSD: same tokens attend
@@ -391,6 +391,21 @@ def test_mimetic_attention_init(tok):
     ids = torch.tensor([[5, 6, 7, 8]])
     out = mim.language_model(input_ids=ids, labels=ids)
     assert torch.isfinite(out.loss)
+
+
+def test_mimetic_attention_on_some_heads(tok):
+    plain, mim = tiny(tok), tiny(tok, mimetic_heads=1)  # 1 of 2 heads, head_dim 16
+    for p_layer, m_layer in zip(plain.language_model.model.layers, mim.language_model.model.layers):
+        pa, ma = p_layer.self_attn, m_layer.self_attn
+        assert torch.equal(ma.q_proj.weight[:16], ma.k_proj.weight[:16])
+        assert torch.equal(ma.q_proj.weight[16:], pa.q_proj.weight[16:])  # the other head as before
+        assert torch.equal(ma.k_proj.weight[16:], pa.k_proj.weight[16:])
+        assert torch.equal(ma.o_proj.weight[:, 16:], pa.o_proj.weight[:, 16:])
+        ov = ma.o_proj.weight[:, :16] @ ma.v_proj.weight[:16]  # about minus a projection of rank 16
+        assert torch.isclose(ov.trace(), torch.tensor(-16.0), rtol=1e-4)
+        assert torch.linalg.matrix_rank(ov) == 16
+    with pytest.raises(ValueError, match="out of range"):
+        tiny(tok, mimetic_heads=3)
 
 
 def test_mimetic_attention_needs_full_key_value_heads():

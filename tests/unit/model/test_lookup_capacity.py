@@ -1,0 +1,36 @@
+"""The synthetic tasks of benchmarks/lookup_capacity.py answer what they claim to."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+_PATH = Path(__file__).resolve().parents[3] / "benchmarks" / "lookup_capacity.py"
+_spec = importlib.util.spec_from_file_location("lookup_capacity", _PATH)
+lc = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(lc)
+
+
+def test_lookup_letter_names_the_asked_word():
+    x, y = lc.lookup_batch(200, 10, torch.Generator().manual_seed(0))
+    assert x.shape == (200, 13)
+    for row, letter in zip(x.tolist(), y.tolist()):
+        asked, pairs = row[1], row[3:11]
+        options = dict(zip(pairs[0::2], pairs[1::2]))
+        assert sorted(options) == list(lc.LETTERS) and len(set(options.values())) == 4
+        assert options[letter] == asked
+
+
+def test_compare_answers_yes_exactly_when_the_words_agree():
+    words, fill = 6, 5
+    x, y = lc.compare_batch(400, words, fill, torch.Generator().manual_seed(0))
+    assert x.shape == (400, 5 + fill)
+    a, b = x[:, 1], x[:, -2]
+    assert ((a == b) == (y == lc.LETTERS[0])).all() and set(y.tolist()) == set(lc.LETTERS[:2])
+    assert 150 < int((a == b).sum()) < 250  # about half equal
+    compared = torch.cat([a, b])
+    assert compared.min() >= lc.N_SPECIAL and compared.max() < lc.N_SPECIAL + words
+    filler = x[:, 3 : 3 + fill]  # distractors never collide with the compared words
+    assert filler.min() >= lc.N_SPECIAL + words
