@@ -57,7 +57,7 @@ def lookup_batch(n: int, words: int, g: torch.Generator) -> tuple[torch.Tensor, 
 
 
 def compare_batch(n: int, words: int, fill: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` comparison prompts ``(n, 5 + fill)`` and their answers (yes = ``LETTERS[0]``, no = ``LETTERS[1]``).
+    """``n`` comparison prompts ``(n, 6 + fill)`` and their answers (yes = ``LETTERS[0]``, no = ``LETTERS[1]``).
 
     Distractors are drawn from another ``words`` tokens (ids after the compared words).
     """

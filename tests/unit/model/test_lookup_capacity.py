@@ -26,7 +26,7 @@ def test_lookup_letter_names_the_asked_word():
 def test_compare_answers_yes_exactly_when_the_words_agree():
     words, fill = 6, 5
     x, y = lc.compare_batch(400, words, fill, torch.Generator().manual_seed(0))
-    assert x.shape == (400, 5 + fill)
+    assert x.shape == (400, 6 + fill)
     a, b = x[:, 1], x[:, -2]
     assert ((a == b) == (y == lc.LETTERS[0])).all() and set(y.tolist()) == set(lc.LETTERS[:2])
     assert 150 < int((a == b).sum()) < 250  # about half equal
