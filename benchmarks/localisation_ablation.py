@@ -19,6 +19,7 @@ digit_coords      no coordinate tokens: numbers are BPE digit pieces
 lesion_boxes_only task mix without the region tasks (boxes supervised by lesions only)
 image_32          32 px images (same 8x8 grid, one stem stage less)
 token_loss        every answer token weighs the same in the loss (long answers dominate)
+mimetic_vision    mimetic initialisation of the vision transformer's attention (W_k = W_q, W_o W_v ~ -I)
 ================  ===========================================================================
 
 Run: ``python benchmarks/localisation_ablation.py --data data/demo --steps 700 [--variants ...]``
@@ -62,6 +63,7 @@ VARIANTS: dict[str, dict] = {
     "lesion_boxes_only": {"drop_tasks": REGION_TASKS},
     "image_32": {"arch": {"image_size": 32}},
     "token_loss": {"loss_weighting": "token"},
+    "mimetic_vision": {"arch": {"mimetic_vision": True}},
 }
 LOCALISATION = ("lesion_localisation", "region_detection")
 

@@ -552,6 +552,9 @@ def init_mimetic_attention(
     """
     for layer in layers:
         attn = layer.self_attn
+        if isinstance(attn, nn.MultiheadAttention):  # the vision tower's packed q/k/v projection
+            _mimetic_packed(attn, heads=heads, qk_scale=qk_scale, vo_scale=vo_scale)
+            continue
         q = attn.q_proj.weight
         if attn.k_proj.weight.shape != q.shape:
             raise ValueError("mimetic attention needs as many key/value heads as query heads")
@@ -566,6 +569,25 @@ def init_mimetic_attention(
         if vo_scale:
             v = attn.v_proj.weight[rows]
             attn.o_proj.weight[:, rows] = -vo_scale * v.T / v.norm(dim=1).pow(2).mean()
+
+
+@torch.no_grad()
+def _mimetic_packed(
+    attn: nn.MultiheadAttention, *, heads: int | None, qk_scale: float, vo_scale: float
+) -> None:
+    """:func:`init_mimetic_attention` for ``nn.MultiheadAttention`` (rows q, k, v of ``in_proj_weight``)."""
+    d, head_dim = attn.embed_dim, attn.head_dim
+    k = attn.num_heads if heads is None else heads
+    if not 0 < k <= attn.num_heads:
+        raise ValueError(f"mimetic heads {heads} out of range: the layer has {attn.num_heads} heads")
+    rows = k * head_dim
+    w = attn.in_proj_weight
+    q = torch.randn(rows, d, dtype=w.dtype, device=w.device) * (qk_scale / math.sqrt(d))
+    w[:rows] = q
+    w[d : d + rows] = q
+    if vo_scale:
+        v = w[2 * d : 2 * d + rows]
+        attn.out_proj.weight[:, :rows] = -vo_scale * v.T / v.norm(dim=1).pow(2).mean()
 
 
 def build_tiny_vlm(
@@ -595,6 +617,7 @@ def build_tiny_vlm(
     tie_word_embeddings: bool = False,
     position_embedding: str = "sincos2d",
     mimetic_heads: int = 0,
+    mimetic_vision: bool = False,
     seed: int | None = None,
 ) -> XMedVLMForConditionalGeneration:
     """A randomly initialised tiny XMed VLM (Llama LM, conv+ViT vision tower, optional Whisper).
@@ -625,6 +648,7 @@ def build_tiny_vlm(
         tie_word_embeddings: share the LLM input and output embeddings.
         position_embedding: vision-token positions, ``sincos2d`` (fixed), ``learned`` or ``none``.
         mimetic_heads: LLM attention heads per layer given :func:`init_mimetic_attention` (0: none).
+        mimetic_vision: give every head of the vision transformer layers the mimetic initialisation.
         seed: seed the initialisation (the global RNG state is restored afterwards).
     """
     stages = round(math.log2(image_size / grid))
@@ -678,6 +702,8 @@ def build_tiny_vlm(
         model = XMedVLMForConditionalGeneration(config)
         if mimetic_heads:
             init_mimetic_attention(model.language_model.model.layers, heads=mimetic_heads)
+        if mimetic_vision:
+            init_mimetic_attention(model.vision_tower.layers)
     gen = model.generation_config
     gen.eos_token_id, gen.pad_token_id, gen.bos_token_id = eos_token_id, pad_token_id, bos_token_id
     return model

@@ -421,3 +421,23 @@ def test_mimetic_attention_needs_full_key_value_heads():
     layer.self_attn = Attn()
     with pytest.raises(ValueError, match="as many key/value heads"):
         init_mimetic_attention([layer])
+
+
+def test_mimetic_vision_attention(tok):
+    plain, mim = tiny(tok), tiny(tok, mimetic_vision=True)
+    d = 32  # vision_hidden of the tiny model
+    for layer in mim.vision_tower.layers:
+        w = layer.self_attn.in_proj_weight
+        assert torch.equal(w[:d], w[d : 2 * d])  # packed q rows = k rows
+        ov = layer.self_attn.out_proj.weight @ w[2 * d :]
+        assert torch.isclose(ov.trace(), torch.tensor(-float(d)), rtol=1e-4)
+    p, m = dict(plain.named_parameters()), dict(mim.named_parameters())
+    changed = {n for n in p if not torch.equal(p[n], m[n])}
+    assert changed == {
+        f"vision_tower.layers.{i}.self_attn.{w}"
+        for i in range(1)
+        for w in ("in_proj_weight", "out_proj.weight")
+    }
+    assert torch.equal(
+        mim.vision_tower(torch.zeros(1, 3, 32, 32)).isfinite(), torch.ones(1, 16, 32, dtype=torch.bool)
+    )
