@@ -537,12 +537,12 @@ def init_mimetic_attention(
     earlier copies of itself from the first step), and the head's slice of the output projection is
     ``-vo_scale`` times the scaled transpose of its value projection (``W_o W_v`` close to minus the
     identity on the head's subspace). A from-scratch LLM then learns to compare a word with one
-    elsewhere in its context (closed "Is the imaging modality X?" answers after the model has named
-    the modality) from a few thousand examples instead of tens of thousands (benchmarks/README.md,
-    eighth round). The other heads keep their initialisation.
+    elsewhere in its context, or to look an option up, from several times fewer examples
+    (benchmarks/README.md, eighth round). The other heads keep their initialisation.
 
     Args:
-        layers: decoder layers, each with ``self_attn.{q,k,v,o}_proj`` linear layers and ``head_dim``.
+        layers: decoder layers whose ``self_attn`` has ``{q,k,v,o}_proj`` linear layers and
+            ``head_dim`` (Llama), or is an ``nn.MultiheadAttention`` (the vision tower's layers).
         heads: the first ``heads`` heads of each layer are set (default all).
         qk_scale: row norm of the shared query/key projection.
         vo_scale: size of the negative identity ``W_o W_v`` approximates (0 leaves W_o as it is).
@@ -552,42 +552,25 @@ def init_mimetic_attention(
     """
     for layer in layers:
         attn = layer.self_attn
-        if isinstance(attn, nn.MultiheadAttention):  # the vision tower's packed q/k/v projection
-            _mimetic_packed(attn, heads=heads, qk_scale=qk_scale, vo_scale=vo_scale)
-            continue
-        q = attn.q_proj.weight
-        if attn.k_proj.weight.shape != q.shape:
+        if isinstance(attn, nn.MultiheadAttention):  # packed rows q, k, v of in_proj_weight
+            d = attn.embed_dim
+            packed = attn.in_proj_weight
+            q, k, v, o = packed[:d], packed[d : 2 * d], packed[2 * d :], attn.out_proj.weight
+        else:
+            q, k, v, o = (getattr(attn, f"{n}_proj").weight for n in "qkvo")
+        if k.shape != q.shape:
             raise ValueError("mimetic attention needs as many key/value heads as query heads")
-        n_heads = q.shape[0] // attn.head_dim
-        k = n_heads if heads is None else heads
-        if not 0 < k <= n_heads:
+        head_dim = attn.head_dim
+        n_heads = q.shape[0] // head_dim
+        chosen = n_heads if heads is None else heads
+        if not 0 < chosen <= n_heads:
             raise ValueError(f"mimetic heads {heads} out of range: the layer has {n_heads} heads")
-        rows = slice(0, k * attn.head_dim)
+        rows = slice(0, chosen * head_dim)
         w = torch.randn_like(q[rows]) * (qk_scale / math.sqrt(q.shape[1]))
-        attn.q_proj.weight[rows] = w
-        attn.k_proj.weight[rows] = w
+        q[rows] = w
+        k[rows] = w
         if vo_scale:
-            v = attn.v_proj.weight[rows]
-            attn.o_proj.weight[:, rows] = -vo_scale * v.T / v.norm(dim=1).pow(2).mean()
-
-
-@torch.no_grad()
-def _mimetic_packed(
-    attn: nn.MultiheadAttention, *, heads: int | None, qk_scale: float, vo_scale: float
-) -> None:
-    """:func:`init_mimetic_attention` for ``nn.MultiheadAttention`` (rows q, k, v of ``in_proj_weight``)."""
-    d, head_dim = attn.embed_dim, attn.head_dim
-    k = attn.num_heads if heads is None else heads
-    if not 0 < k <= attn.num_heads:
-        raise ValueError(f"mimetic heads {heads} out of range: the layer has {attn.num_heads} heads")
-    rows = k * head_dim
-    w = attn.in_proj_weight
-    q = torch.randn(rows, d, dtype=w.dtype, device=w.device) * (qk_scale / math.sqrt(d))
-    w[:rows] = q
-    w[d : d + rows] = q
-    if vo_scale:
-        v = w[2 * d : 2 * d + rows]
-        attn.out_proj.weight[:, :rows] = -vo_scale * v.T / v.norm(dim=1).pow(2).mean()
+            o[:, rows] = -vo_scale * v[rows].T / v[rows].norm(dim=1).pow(2).mean()
 
 
 def build_tiny_vlm(
