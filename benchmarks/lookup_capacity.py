@@ -17,7 +17,7 @@ Tasks (``--task``), every ``w`` one token of ``--words`` distinct words:
 
 Fresh random examples every step (no repetition); accuracy on ``--eval`` held-out examples every
 ``--every`` steps, with the examples seen so far. ``--mimetic`` initialises the attention with
-:func:`model.vlm.modeling.init_mimetic_attention` (the demo architecture's ``mimetic_attention``).
+:func:`model.vlm.modeling.init_mimetic_attention` (every head; the architecture key ``mimetic_heads``).
 
 Run: ``python benchmarks/lookup_capacity.py [--task compare --words 6 --mimetic --steps 3000
 --batch 64 --lr 1e-3]``; prints one line per evaluation and writes
