@@ -315,11 +315,22 @@ class EvidenceAnswers(_Settings):
         description="answer closed 'Is the imaging modality X?' rows evidence first ('The imaging "
         "modality is CT. No.'): the model states the modality it sees, then compares it with X",
     )
+    modality_restate: bool = Field(
+        False,
+        description="with modality_evidence: first restate the modality the question names ('Asked: "
+        "imaging modality MRI. Seen: CT. No.'), so the yes/no compares two nearby words",
+    )
     mcq_evidence: bool = Field(
         False,
         description="answer multiple-choice rows evidence first ('CT. The answer is B.'): the option's "
         "text, then its letter",
     )
+
+    @model_validator(mode="after")
+    def _restate_needs_evidence(self) -> EvidenceAnswers:
+        if self.modality_restate and not self.modality_evidence:
+            raise ValueError("data.modality_restate needs data.modality_evidence: true")
+        return self
 
     def evidence_options(self) -> dict[str, bool]:
         """These options by name (to pass them from one stage's settings to another's)."""

@@ -178,9 +178,11 @@ def _with_answer(row: dict, answer: str) -> dict:
 
 #: the evidence-first answer of a closed modality question (see :func:`modality_evidence_answers`)
 MODALITY_EVIDENCE = "The imaging modality is {display}. {answer}."
+#: the same, first restating the modality the question names (``restate=True``)
+MODALITY_RESTATED = "Asked: imaging modality {asked}. Seen: {display}. {answer}."
 
 
-def modality_evidence_answers(rows: Sequence[dict]) -> list[dict]:
+def modality_evidence_answers(rows: Sequence[dict], *, restate: bool = False) -> list[dict]:
     """Closed modality questions answered evidence first: "The imaging modality is CT. No."
 
     "Is the imaging modality X?" asks the model to compare a word of the question with what the
@@ -191,8 +193,15 @@ def modality_evidence_answers(rows: Sequence[dict]) -> list[dict]:
     word, so MultiMedEval's closed accuracy reads it as before. Rows whose modality has no "Yes"
     row (display unknown) are left as they are, and so is every other row.
 
+    With ``restate`` the answer first copies the modality the question names, then states the one
+    the image shows: "Asked: imaging modality MRI. Seen: CT. No." The copy is what an induction head
+    does from the start with mimetic attention (the name follows the same words in the question),
+    and the yes/no then compares two words a few tokens apart instead of a word of the answer with
+    one far back in the prompt.
+
     Args:
         rows: instruction rows (``task``, ``modality``, ``conversations``, ...).
+        restate: restate the asked modality before the seen one.
 
     Returns:
         the rows in their order, the matched ones as copies with the new answer.
@@ -201,9 +210,10 @@ def modality_evidence_answers(rows: Sequence[dict]) -> list[dict]:
         ValueError: as :func:`_modality_questions`.
     """
     matched, display = _modality_questions(rows)
+    template = MODALITY_RESTATED if restate else MODALITY_EVIDENCE
     new_answer = {
-        id(r): MODALITY_EVIDENCE.format(display=display[r["modality"]], answer=answer.capitalize())
-        for r, _, answer in matched
+        id(r): template.format(asked=m["slot"], display=display[r["modality"]], answer=answer.capitalize())
+        for r, m, answer in matched
         if r["modality"] in display
     }
     out = []
@@ -622,7 +632,7 @@ class SFTRecipe:
         if not rows:
             raise ValueError(f"{d.shards}: no '{TRAIN_SPLIT}' rows of the configured tasks {sorted(kept)}")
         if d.modality_evidence:
-            rows = modality_evidence_answers(rows)
+            rows = modality_evidence_answers(rows, restate=d.modality_restate)
         if d.mcq_evidence:
             rows = mcq_evidence_answers(rows)
         if d.warmup is not None:

@@ -154,3 +154,21 @@ def test_mcq_evidence_answers_are_scored_by_their_letter():
     (row,) = mcq_evidence_answers([_row("m", "ct", MCQ_PROMPT, "B", task="mcq")])
     assert mcq_parse(row["conversations"][1]["value"], options) == "B"
     assert mcq_parse("CT. The answer is C.", options) == "C"  # the letter decides, not the text
+
+
+def test_restated_answers_copy_the_asked_modality_first():
+    answers = {r["id"]: r["conversations"][1]["value"] for r in modality_evidence_answers(ROWS, restate=True)}
+    assert answers["a"] == "Asked: imaging modality CT. Seen: CT. Yes."
+    assert answers["b"] == "Asked: imaging modality MRI. Seen: MRI. Yes."
+    assert answers["c"] == "Asked: imaging modality MRI. Seen: CT. No."
+    assert (answers["d"], answers["e"], answers["f"]) == ("No", "CT", "No")
+    from validation.metrics.vqa import vqa_item_score
+
+    for gold, rid in (("Yes", "a"), ("No", "c")):
+        assert vqa_item_score(gold, answers[rid]).correct
+        assert not vqa_item_score("no" if gold == "Yes" else "yes", answers[rid]).correct
+
+
+def test_restating_needs_the_evidence_answers():
+    with pytest.raises(ValueError, match="modality_restate needs data.modality_evidence"):
+        SFTDataSettings(shards="s", data_root="d", modality_restate=True)
