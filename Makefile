@@ -60,7 +60,7 @@ evaluate: setup
 learning-table: setup
 	$(PY) -m validation.learning_report --shards data/$(PROFILE)/curated/shards --data-root data/$(PROFILE) \
 	  --manifest data/$(PROFILE)/manifest --out runs/$(PROFILE)/evaluation/learning \
-	  --reasoning-prompts 1000 $(foreach s,base_model sft reasoning_sft dpo audio,--checkpoint $(s)=runs/$(PROFILE)/$(s)/model)
+	  --per-family 400 --reasoning-prompts 1000 $(foreach s,base_model sft reasoning_sft dpo audio,--checkpoint $(s)=runs/$(PROFILE)/$(s)/model)
 
 ## test: the default test tier (unit + integration on the ci profile)
 test: setup
