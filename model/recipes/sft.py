@@ -195,9 +195,10 @@ def modality_evidence_answers(rows: Sequence[dict], *, restate: bool = False) ->
 
     With ``restate`` the answer first copies the modality the question names, then states the one
     the image shows: "Asked: imaging modality MRI. Seen: CT. No." The copy is what an induction head
-    does from the start with mimetic attention (the name follows the same words in the question),
-    and the yes/no then compares two words a few tokens apart instead of a word of the answer with
-    one far back in the prompt.
+    does (the name follows the same words in the question), and the yes/no then compares two words
+    a few tokens apart instead of a word of the answer with one far back in the prompt. The demo
+    model did not learn the copy in 2,000 steps: it filled "Asked" with the modality it sees
+    (benchmarks/README.md, ninth round), so the demo profile leaves the option off.
 
     Args:
         rows: instruction rows (``task``, ``modality``, ``conversations``, ...).
