@@ -46,6 +46,8 @@ class XMedVisionConfig(PreTrainedConfig):
         position_embedding: ``sincos2d`` (fixed 2D sin-cos, the default), ``learned`` (a trained
             table, as a plain ViT/LLaVA) or ``none``; the alternatives exist for the localisation
             ablation (``benchmarks/localisation_ablation.py``).
+        summary_token: append one learned summary token (a ViT class token) that attends over the
+            grid in every encoder layer; it follows the grid tokens (``grid_size**2 + 1`` tokens).
     """
 
     model_type = "xmed_vision"
@@ -62,6 +64,7 @@ class XMedVisionConfig(PreTrainedConfig):
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
     position_embedding: str = "sincos2d"
+    summary_token: bool = False
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -90,8 +93,8 @@ class XMedVisionConfig(PreTrainedConfig):
 
     @property
     def num_image_tokens(self) -> int:
-        """Vision tokens per image (``grid_size ** 2``)."""
-        return self.grid_size**2
+        """Vision tokens per image (``grid_size ** 2``, + 1 with the summary token)."""
+        return self.grid_size**2 + int(self.summary_token)
 
 
 class XMedVLMConfig(PreTrainedConfig):
@@ -148,7 +151,7 @@ class XMedVLMConfig(PreTrainedConfig):
 
     @property
     def num_image_tokens(self) -> int:
-        """Placeholder tokens per image (``vision_config.grid_size ** 2``)."""
+        """Placeholder tokens per image (``vision_config.num_image_tokens``)."""
         return self.vision_config.num_image_tokens
 
     @property

@@ -104,7 +104,8 @@ def sincos_2d(grid: int, dim: int, *, device=None, dtype=torch.float32) -> torch
 class XMedVisionTower(nn.Module):
     """Conv stem keeping a spatial grid + fixed 2D sin-cos positions + transformer encoder layers.
 
-    ``(N, C, H, W) -> (N, grid_size**2, hidden_size)``; tokens are in row-major grid order.
+    ``(N, C, H, W) -> (N, num_image_tokens, hidden_size)``; grid tokens in row-major order, then
+    the summary token when the config has one.
     """
 
     def __init__(self, config: XMedVisionConfig) -> None:
@@ -135,6 +136,9 @@ class XMedVisionTower(nn.Module):
         self.position_table = None
         if config.position_embedding == "learned":
             self.position_table = nn.Parameter(torch.zeros(config.grid_size**2, config.hidden_size))
+        self.summary = None
+        if config.summary_token:
+            self.summary = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
 
     def _positions(self, x: torch.Tensor) -> torch.Tensor | float:
         kind = self.config.position_embedding
@@ -148,6 +152,8 @@ class XMedVisionTower(nn.Module):
         """Encode images into grid tokens."""
         x = self.stem(pixel_values).flatten(2).transpose(1, 2)  # (N, grid*grid, D)
         x = self.pre_norm(x) + self._positions(x)
+        if self.summary is not None:
+            x = torch.cat([x, self.summary.to(x.dtype).expand(x.shape[0], -1, -1)], dim=1)
         for layer in self.layers:
             x = layer(x)
         return self.post_norm(x)
@@ -180,7 +186,9 @@ class XMedVLMPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         """Kaiming for the conv stem, HF defaults (normal 0.02, unit norms) for the rest."""
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, XMedVisionTower) and module.summary is not None:
+            init.normal_(module.summary, std=module.config.initializer_range)
+        elif isinstance(module, nn.Conv2d):
             init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
             if module.bias is not None:
                 init.zeros_(module.bias)
@@ -601,6 +609,7 @@ def build_tiny_vlm(
     position_embedding: str = "sincos2d",
     mimetic_heads: int = 0,
     mimetic_vision: bool = False,
+    summary_token: bool = False,
     seed: int | None = None,
 ) -> XMedVLMForConditionalGeneration:
     """A randomly initialised tiny XMed VLM (Llama LM, conv+ViT vision tower, optional Whisper).
@@ -632,6 +641,7 @@ def build_tiny_vlm(
         position_embedding: vision-token positions, ``sincos2d`` (fixed), ``learned`` or ``none``.
         mimetic_heads: LLM attention heads per layer given :func:`init_mimetic_attention` (0: none).
         mimetic_vision: give every head of the vision transformer layers the mimetic initialisation.
+        summary_token: append a learned summary (class) token to each image's grid tokens.
         seed: seed the initialisation (the global RNG state is restored afterwards).
     """
     stages = round(math.log2(image_size / grid))
@@ -659,6 +669,7 @@ def build_tiny_vlm(
         num_attention_heads=heads,
         intermediate_size=2 * vision_hidden,
         position_embedding=position_embedding,
+        summary_token=summary_token,
     )
     audio = None
     if with_audio:

@@ -440,3 +440,35 @@ def test_mimetic_vision_attention(tok):
     assert torch.equal(
         mim.vision_tower(torch.zeros(1, 3, 32, 32)).isfinite(), torch.ones(1, 16, 32, dtype=torch.bool)
     )
+
+
+def test_summary_token(tok, root, tmp_path):
+    m = tiny(tok, summary_token=True)
+    assert m.config.num_image_tokens == N_TOK + 1 and tiny(tok).config.num_image_tokens == N_TOK
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        feats = m.vision_tower(pixels)
+        assert feats.shape == (2, N_TOK + 1, 32)
+        # the summary token (last) reads the whole grid: changing only the bottom-right 8x8 patch of
+        # the first image changes its summary, and nothing of the second image
+        edited = pixels.clone()
+        edited[0, :, 24:, 24:] += 1.0
+        again = m.vision_tower(edited)
+    assert not torch.allclose(again[0, -1], feats[0, -1])
+    assert torch.equal(again[1], feats[1])
+    # a learned parameter of the vision group (frozen with the tower), kept by save/load
+    assert "vision_tower.summary" in trainable_parameter_names(m)
+    assert not any("summary" in n for n, _ in tiny(tok).named_parameters())
+    m.save_pretrained(tmp_path / "ckpt")
+    back = XMedVLMForConditionalGeneration.from_pretrained(tmp_path / "ckpt").eval()
+    assert back.config.vision_config.summary_token
+    assert torch.equal(back.vision_tower.summary, m.vision_tower.summary)
+    freeze(back, vision=True, projector=False, llm=False, audio=True)
+    assert "vision_tower.summary" not in trainable_parameter_names(back)
+    # end to end: each <image> expands to grid + 1 placeholders and the loss is finite
+    proc = XMedProcessor.for_model(tok, back.config)
+    assert proc.num_image_tokens == N_TOK + 1
+    b = _batch(proc, root, record())
+    assert int((b["input_ids"] == proc.image_token_id).sum()) == N_TOK + 1
+    with torch.no_grad():
+        assert torch.isfinite(back(**b).loss)
