@@ -153,6 +153,10 @@ class FreezeSettings(_Settings):
     projector: bool = Field(False, description="freeze the vision->LLM MLP projector")
     llm: bool = Field(False, description="freeze the language model (embeddings and head included)")
     audio: bool = Field(True, description="freeze the audio encoder + audio projector")
+    lm_head: bool = Field(
+        False,
+        description="also freeze the LLM's output projection (a fixed classifier) while the LLM trains",
+    )
 
     @model_validator(mode="after")
     def _something_trains(self) -> FreezeSettings:

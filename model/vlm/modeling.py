@@ -772,19 +772,33 @@ def _group_modules(model: nn.Module, group: str) -> list[nn.Module]:
     return [m for name in PARAMETER_GROUPS[group] if (m := getattr(model, name, None)) is not None]
 
 
-def freeze(model: nn.Module, *, vision: bool, projector: bool, llm: bool, audio: bool) -> int:
+def freeze(
+    model: nn.Module, *, vision: bool, projector: bool, llm: bool, audio: bool, lm_head: bool = False
+) -> int:
     """Set ``requires_grad`` per part: True freezes the part, False makes it trainable.
 
     Parts: ``vision`` = vision tower, ``projector`` = vision projector, ``llm`` = language model
     (embeddings and head included), ``audio`` = Whisper encoder + audio projector (ignored when
     the model has none). Whisper's fixed position table stays frozen whatever ``audio`` says.
+    ``lm_head`` also freezes the LLM's output projection when the rest of the LLM trains (a fixed
+    classifier, Hoffer et al. 2018, https://arxiv.org/abs/1801.04540: the output rows of answers
+    that share their contexts cannot be pulled together while the model does not yet tell them
+    apart).
 
     Returns:
         The number of trainable parameters afterwards.
+
+    Raises:
+        ValueError: ``lm_head`` on a model whose output projection is tied to its input embeddings.
     """
     for group, frozen in (("vision", vision), ("projector", projector), ("llm", llm), ("audio", audio)):
         for module in _group_modules(model, group):
             module.requires_grad_(not frozen)
+    if lm_head:
+        head = model.get_output_embeddings()
+        if head.weight is model.get_input_embeddings().weight:
+            raise ValueError("freeze lm_head: the output projection is tied to the input embeddings")
+        head.requires_grad_(False)
     encoder = getattr(model, "audio_encoder", None)
     if encoder is not None:
         encoder.embed_positions.requires_grad_(False)

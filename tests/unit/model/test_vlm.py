@@ -250,6 +250,24 @@ def test_freeze_keeps_frozen_parameters_bit_identical(tok, proc, root):
     assert len(trainable_parameter_names(m)) == len(list(m.parameters()))
 
 
+def test_freeze_lm_head_keeps_the_output_rows_while_the_llm_trains(tok, proc, root):
+    m = tiny(tok).train()
+    freeze(m, vision=False, projector=False, llm=False, audio=True, lm_head=True)
+    names = trainable_parameter_names(m)
+    assert "language_model.lm_head.weight" not in names
+    assert "language_model.model.embed_tokens.weight" in names
+    head = m.get_output_embeddings().weight.detach().clone()
+    layer = m.language_model.model.layers[0].mlp.up_proj.weight.detach().clone()
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    m(**_batch(proc, root, record())).loss.backward()
+    opt.step()
+    assert torch.equal(m.get_output_embeddings().weight, head)
+    assert not torch.equal(m.language_model.model.layers[0].mlp.up_proj.weight, layer)
+    tied = tiny(tok, tie_word_embeddings=True)
+    with pytest.raises(ValueError, match="tied"):
+        freeze(tied, vision=False, projector=False, llm=False, audio=True, lm_head=True)
+
+
 # ------------------------------------------------------------------------------------- processor
 
 
