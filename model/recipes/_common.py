@@ -196,6 +196,27 @@ def load_deepspeed_config(
     return cfg
 
 
+def optimizer_groups(
+    model: torch.nn.Module, *, lr: float, head_lr_scale: float = 1.0
+) -> list[dict[str, Any]]:
+    """The trainable parameters as optimizer groups: the LLM's output projection at ``lr * head_lr_scale``.
+
+    With ``head_lr_scale == 1`` (or a frozen / absent output projection) there is one group at the
+    optimizer's learning rate. The LR schedule multiplies each group's own rate, so the ratio holds
+    for the whole run.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if get_head is not None else None
+    weight = getattr(head, "weight", None)
+    if head_lr_scale == 1.0 or weight is None or not weight.requires_grad:
+        return [{"params": params}]
+    return [
+        {"params": [p for p in params if p is not weight]},
+        {"params": [weight], "lr": lr * head_lr_scale},
+    ]
+
+
 def zero_stage(ds_config: dict[str, Any]) -> int:
     """The ZeRO stage of a DeepSpeed config (0 when absent)."""
     return int(ds_config.get("zero_optimization", {}).get("stage", 0))

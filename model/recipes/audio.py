@@ -46,6 +46,7 @@ from model.recipes._common import (
     load_deepspeed_config,
     load_training_checkpoint,
     mean_across_ranks,
+    optimizer_groups,
     parse_recipe_cli,
     run_recipe,
     save_hf_model,
@@ -311,7 +312,7 @@ class AudioRecipe:
         schedule = functools.partial(
             warmup_cosine, warmup_steps=o.warmup_steps, total_steps=self.total_steps, min_ratio=o.min_lr_ratio
         )
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = optimizer_groups(model, lr=o.lr, head_lr_scale=o.head_lr_scale)
         engine, *_ = deepspeed.initialize(
             model=model,
             model_parameters=params,

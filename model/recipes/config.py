@@ -108,6 +108,9 @@ class OptimizerSettings(_Settings):
     warmup_steps: int = Field(0, ge=0, description="optimizer steps of linear warmup from 0 to lr")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine floor as a fraction of lr")
     grad_clip: float = Field(1.0, gt=0, description="max global gradient norm (DeepSpeed gradient_clipping)")
+    head_lr_scale: float = Field(
+        1.0, gt=0, description="learning rate of the LLM's output projection as a multiple of lr"
+    )
 
 
 class TrainSettings(_Settings):
