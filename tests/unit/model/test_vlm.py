@@ -341,7 +341,8 @@ def test_shipped_architectures(profile, low, high):
         **arch,
     )
     assert low < count_parameters(m)["total"] < high
-    assert m.config.num_image_tokens == 64 and m.config.num_audio_tokens == 50
+    assert m.config.num_image_tokens == 64 + int(arch.get("summary_token", False))
+    assert m.config.num_audio_tokens == 50
     small = build_tiny_vlm_for_tokenizer(tok, seed=0, **arch)
     assert small.config.image_token_id == tok.convert_tokens_to_ids("<image>")
 
