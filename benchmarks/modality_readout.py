@@ -31,9 +31,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-#: the answer text of each modality label in the curated open modality questions
-DISPLAY = {"mri": "MRI", "ultrasound": "ultrasound", "ct": "CT", "xray": "X-ray"}
-
 
 def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
     """Held-out accuracy of a logistic-regression probe (features standardised on ``train_x``).
@@ -70,13 +67,14 @@ def readout(checkpoint: str, rows: dict[str, list[dict]], pair: Sequence[str], d
     """The three views of one checkpoint (see the module docstring)."""
     import torch
 
+    from model.data.curation import MODALITY_NAMES
     from model.pretrained import load_pretrained_vlm
     from model.vlm import XMedProcessor
 
     model, tok = load_pretrained_vlm(checkpoint, dtype="float32")
     model.eval()
     proc = XMedProcessor.for_model(tok, model.config)
-    first = [tok.encode(DISPLAY.get(m, m), add_special_tokens=False)[0] for m in pair]
+    first = [tok.encode(MODALITY_NAMES[m], add_special_tokens=False)[0] for m in pair]
     feats: dict[str, dict[str, list]] = {}
     for split, rr in rows.items():
         f = feats[split] = {"flat": [], "mean": [], "summary": [], "layers": [], "p": [], "y": []}
@@ -112,9 +110,11 @@ def readout(checkpoint: str, rows: dict[str, list[dict]], pair: Sequence[str], d
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from model.data.curation import MODALITY_NAMES
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", action="append", required=True, help="NAME=HF model folder")
-    ap.add_argument("--pair", nargs=2, default=["mri", "ultrasound"])
+    ap.add_argument("--pair", nargs=2, default=["mri", "ultrasound"], choices=sorted(MODALITY_NAMES))
     ap.add_argument("--shards", default="data/demo/curated/shards")
     ap.add_argument("--data-root", default="data/demo")
     ap.add_argument("--out", default="benchmarks/out/modality_readout.json")
