@@ -45,6 +45,7 @@ __all__ = [
     "DPOConfig",
     "DPODataSettings",
     "DPOLossSettings",
+    "DistillSettings",
     "EvidenceAnswers",
     "FreezeSettings",
     "LoraSettings",
@@ -55,6 +56,7 @@ __all__ = [
     "RecipeConfigError",
     "SFTConfig",
     "SFTDataSettings",
+    "SFTDistillSettings",
     "SFTModelInit",
     "SamplingSettings",
     "TrainSettings",
@@ -178,6 +180,39 @@ class LoraSettings(_Settings):
     target_modules: list[str] = Field(
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="LLM linear layer names that get adapters",
+    )
+
+
+class DistillSettings(_Settings):
+    """Learning without Forgetting: answer tokens also learn the parent model's distribution.
+
+    On a distilled row each answer token's loss is ``(1 - weight) * CE(target) + weight * T^2 *
+    KL(teacher_T || student_T)`` (``_T``: softmax at temperature ``T``); the teacher is a frozen
+    copy of the model the stage starts from. Rows of the stage's own new data learn from their
+    targets only.
+    """
+
+    weight: float = Field(
+        0.0, ge=0, le=1, description="share of a distilled answer token's loss from the teacher (0 = off)"
+    )
+    temperature: float = Field(1.0, gt=0, description="softmax temperature of the KL term (scaled by T^2)")
+
+    @property
+    def enabled(self) -> bool:
+        """True when the KL term is on."""
+        return self.weight > 0
+
+
+class SFTDistillSettings(DistillSettings):
+    """Distillation in an SFT run: which rows, and from which frozen teacher."""
+
+    teacher_dir: str | None = Field(
+        None, description="frozen teacher model folder; None = the starting checkpoint (model.checkpoint_dir)"
+    )
+    target_only_rows: str | None = Field(
+        None,
+        description="Parquet file whose row ids learn from their targets only (the stage's new rows); "
+        "None = every row is distilled",
     )
 
 
@@ -327,6 +362,11 @@ class EvidenceAnswers(_Settings):
         description="with modality_evidence: first restate the modality the question names ('Asked: "
         "imaging modality MRI. Seen: CT. No.'), so the yes/no compares two nearby words",
     )
+    modality_mirror: bool = Field(
+        False,
+        description="with modality_evidence: name the seen modality in the question's own words ('Seen: "
+        "the imaging modality CT. No.'), so the seen name follows the words the asked one follows",
+    )
     mcq_evidence: bool = Field(
         False,
         description="answer multiple-choice rows evidence first ('CT. The answer is B.'): the option's "
@@ -335,8 +375,13 @@ class EvidenceAnswers(_Settings):
 
     @model_validator(mode="after")
     def _restate_needs_evidence(self) -> EvidenceAnswers:
-        if self.modality_restate and not self.modality_evidence:
-            raise ValueError("data.modality_restate needs data.modality_evidence: true")
+        for name in ("modality_restate", "modality_mirror"):
+            if getattr(self, name) and not self.modality_evidence:
+                raise ValueError(f"data.{name} needs data.modality_evidence: true")
+        if self.modality_restate and self.modality_mirror:
+            raise ValueError(
+                "data.modality_restate and data.modality_mirror are two answer formats: pick one"
+            )
         return self
 
     def evidence_options(self) -> dict[str, bool]:
@@ -399,10 +444,18 @@ class SFTConfig(_StageConfig):
     data: SFTDataSettings = Field(..., description="training data")
     freeze: FreezeSettings = Field(default_factory=FreezeSettings, description="frozen parts")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA option")
+    distill: SFTDistillSettings = Field(
+        default_factory=SFTDistillSettings, description="distillation from a frozen teacher (off by default)"
+    )
 
     @model_validator(mode="after")
     def _cross(self) -> SFTConfig:
         _check_lora_vs_freeze(self.lora, self.freeze)
+        d = self.distill
+        if d.enabled and d.teacher_dir is None and self.model.checkpoint_dir is None:
+            raise ValueError(
+                "distill.weight > 0 needs a teacher: set distill.teacher_dir (a scratch model has no parent)"
+            )
         w, max_steps = self.data.warmup, self.train.max_steps
         if w is not None and max_steps is not None and w.steps >= max_steps:
             raise ValueError(
@@ -416,6 +469,10 @@ class SFTConfig(_StageConfig):
         self.model.check_paths()
         if not Path(self.data.shards).exists():
             raise _missing("data.shards", self.data.shards, "curated shards (dvc repro curate@<profile>)")
+        if self.distill.enabled and self.distill.teacher_dir is not None:
+            _require_dir("distill.teacher_dir", self.distill.teacher_dir, "a saved model folder")
+        if self.distill.enabled and self.distill.target_only_rows is not None:
+            _require_file("distill.target_only_rows", self.distill.target_only_rows, "a Parquet file of rows")
         _require_dir("data.data_root", self.data.data_root, "the profile's data root (data/<profile>)")
         self._check_common_paths()
 
@@ -466,10 +523,19 @@ class ReasoningSFTConfig(_StageConfig):
     data: ReasoningSFTDataSettings = Field(..., description="reasoning data source (+ replay)")
     freeze: FreezeSettings = Field(default_factory=FreezeSettings, description="frozen parts")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA option")
+    distill: DistillSettings = Field(
+        default_factory=DistillSettings,
+        description="the replayed rows also learn the SFT model's answer distribution (Learning without "
+        "Forgetting); the reasoning rows learn from their targets only",
+    )
 
     @model_validator(mode="after")
     def _cross(self) -> ReasoningSFTConfig:
         _check_lora_vs_freeze(self.lora, self.freeze)
+        if self.distill.enabled and not self.data.replay_rows:
+            raise ValueError(
+                "distill.weight > 0 needs replayed rows (data.replay_rows > 0): nothing to distill"
+            )
         return self
 
     def check_paths(self) -> None:

@@ -13,6 +13,10 @@ Training is exactly the SFT loop, so this recipe COMPOSES :class:`model.recipes.
 2. ``train`` / ``save_checkpoint`` / ``cleanup``: the SFT recipe's, under the stage name
    ``reasoning_sft`` (metrics ``reasoning_sft/loss``..., provenance ``stage: reasoning_sft``).
 
+With ``distill.weight > 0`` the replayed rows also learn the SFT model's answer distribution (a
+frozen copy of it is the teacher; Learning without Forgetting, :mod:`model.recipes.distill`); the
+reasoning rows learn from their targets only.
+
 CLI: ``python -m model.recipes.reasoning_sft --config model/configs/recipes/reasoning_sft/demo.yaml``
 """
 
@@ -44,6 +48,7 @@ from model.recipes.config import (
     ReasoningSFTConfig,
     SFTConfig,
     SFTDataSettings,
+    SFTDistillSettings,
     SFTModelInit,
     load_recipe_config,
 )
@@ -221,6 +226,7 @@ class ReasoningSFTRecipe:
         self.logger = logger or StdoutLogger()
         self.build_dataset = build_dataset
         self.sft: SFTRecipe | None = None
+        self.reasoning_rows_path: Path | None = None  # set by setup()
 
     def setup(self) -> None:
         """Build the dataset (main rank), then set up the SFT recipe on it from the parent checkpoint."""
@@ -236,6 +242,7 @@ class ReasoningSFTRecipe:
             is_main=dist.is_main,
         )
         barrier(dist)
+        self.reasoning_rows_path = self.dataset_path
         if dist.is_main:
             self.logger.log_artifact(self.dataset_path)
             self.logger.log_params(dataset_summary_params(cfg.stage, summary))
@@ -258,6 +265,9 @@ class ReasoningSFTRecipe:
     def sft_config(self) -> SFTConfig:
         """The SFT config this stage runs: the reasoning dataset, the parent checkpoint, same loop settings."""
         cfg = self.cfg
+        own_rows = self.reasoning_rows_path
+        if cfg.distill.enabled and own_rows is None:
+            raise RuntimeError("reasoning SFT with distillation: setup() builds the reasoning rows first")
         return SFTConfig(
             output_dir=cfg.output_dir,
             model=SFTModelInit(
@@ -275,6 +285,12 @@ class ReasoningSFTRecipe:
             optim=cfg.optim,
             freeze=cfg.freeze,
             lora=cfg.lora,
+            distill=SFTDistillSettings(
+                weight=cfg.distill.weight,
+                temperature=cfg.distill.temperature,
+                teacher_dir=None,  # the SFT model this stage starts from
+                target_only_rows=None if own_rows is None else str(own_rows),
+            ),
             provenance=cfg.provenance,
         )
 

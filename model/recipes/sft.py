@@ -12,7 +12,9 @@ a warm-up phase of ``data.warmup.steps`` steps on its own task mix (a curriculum
 :class:`~model.collators.SFTCollator`. Batches are length-grouped within windows (seeded), so an
 interrupted run replays exactly the same batches after ``resume``.
 
-Loss: mean next-token cross-entropy over the answer tokens (``loss_only=True`` forward).
+Loss: mean next-token cross-entropy over the answer tokens (``loss_only=True`` forward), weighted per
+answer length (``train.loss_weighting``); with ``distill.weight > 0`` the distilled rows' tokens also
+learn a frozen teacher's distribution (:mod:`model.recipes.distill`).
 A NaN/Inf loss stops the run with :class:`~model.recipes._common.NonFiniteLossError` before the
 backward pass, so no broken checkpoint is written.
 
@@ -22,6 +24,7 @@ CLI: ``python -m model.recipes.sft --config model/configs/recipes/sft/demo.yaml 
 
 from __future__ import annotations
 
+import copy
 import functools
 import gc
 import re
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -67,6 +71,7 @@ from model.recipes.config import (
     SFTModelInit,
     load_recipe_config,
 )
+from model.recipes.distill import AnswerDistiller
 from model.recipes.metric_logging import MetricLogger, StdoutLogger, flatten_params, system_metrics
 from model.tokenizer import ROLE_NAMES, load_tokenizer
 from model.vlm import XMedProcessor, build_tiny_vlm_for_tokenizer, count_parameters, freeze, read_architecture
@@ -181,9 +186,13 @@ def _with_answer(row: dict, answer: str) -> dict:
 MODALITY_EVIDENCE = "The imaging modality is {display}. {answer}."
 #: the same, first restating the modality the question names (``restate=True``)
 MODALITY_RESTATED = "Asked: imaging modality {asked}. Seen: {display}. {answer}."
+#: the same, the seen modality named in the question's words (``mirror=True``)
+MODALITY_MIRRORED = "Seen: the imaging modality {display}. {answer}."
 
 
-def modality_evidence_answers(rows: Sequence[dict], *, restate: bool = False) -> list[dict]:
+def modality_evidence_answers(
+    rows: Sequence[dict], *, restate: bool = False, mirror: bool = False
+) -> list[dict]:
     """Closed modality questions answered evidence first: "The imaging modality is CT. No."
 
     "Is the imaging modality X?" asks the model to compare a word of the question with what the
@@ -201,18 +210,26 @@ def modality_evidence_answers(rows: Sequence[dict], *, restate: bool = False) ->
     model did not learn the copy in 2,000 steps: it filled "Asked" with the modality it sees
     (benchmarks/README.md, ninth round), so the demo profile leaves the option off.
 
+    With ``mirror`` the seen modality is named in the question's own words: "Seen: the imaging
+    modality CT. No." The seen name then follows the same tokens (" the imaging modality") as the
+    asked one does in the question, so the two names line up for an attention head that matches a
+    token by what precedes it, no copy needed.
+
     Args:
         rows: instruction rows (``task``, ``modality``, ``conversations``, ...).
         restate: restate the asked modality before the seen one.
+        mirror: name the seen modality in the question's words (not with ``restate``).
 
     Returns:
         the rows in their order, the matched ones as copies with the new answer.
 
     Raises:
-        ValueError: as :func:`_modality_questions`.
+        ValueError: as :func:`_modality_questions`, or both formats asked for.
     """
+    if restate and mirror:
+        raise ValueError("restate and mirror are two answer formats: pick one")
     matched, display = _modality_questions(rows)
-    template = MODALITY_RESTATED if restate else MODALITY_EVIDENCE
+    template = MODALITY_RESTATED if restate else MODALITY_MIRRORED if mirror else MODALITY_EVIDENCE
     new_answer = {
         id(r): template.format(asked=m["slot"], display=display[r["modality"]], answer=answer.capitalize())
         for r, m, answer in matched
@@ -561,6 +578,7 @@ class SFTRecipe:
         self.output_dir = Path(cfg.output_dir)
         self._bf16 = cfg.model.dtype == "bfloat16"
         self.engine = None
+        self.distiller: AnswerDistiller | None = None
         self.state = TrainState(epoch=WARMUP_EPOCH if cfg.data.warmup else 0)
         self.resumed_from: str | None = None
         self.last_loss = float("nan")
@@ -597,6 +615,7 @@ class SFTRecipe:
         _check_layout(model, self._parent_checkpoint())
         _check_max_length(cfg.data.max_length, model)
         self.processor = XMedProcessor.for_model(self.tokenizer, model.config, max_length=cfg.data.max_length)
+        self.distiller = self._make_distiller(model)  # the teacher is copied before any update
         # 4. Freeze / LoRA / gradient checkpointing BEFORE the optimizer sees the parameters.
         model = _apply_freeze_and_lora(model, cfg.freeze, cfg.lora)
         if cfg.train.gradient_checkpointing:
@@ -610,6 +629,8 @@ class SFTRecipe:
         self.total_steps = self._total_steps()
         # 6. DeepSpeed engine (optimizer from the JSON, our warmup + cosine schedule).
         self.engine = self._setup_engine(model)
+        if self.distiller is not None:
+            self.distiller.teacher.to(self.engine.device)
         # 7. Resume: weights, optimizer, schedule, data position and RNG states.
         ckpt = find_checkpoint(self.output_dir, cfg.train.resume_from)
         if ckpt is not None:
@@ -617,6 +638,30 @@ class SFTRecipe:
                 self.engine, ckpt, dist=self.dist, resume_key=self._resume_key()
             )
             self.resumed_from = str(ckpt)
+
+    def _make_distiller(self, model) -> AnswerDistiller | None:
+        """The Learning-without-Forgetting term of ``cfg.distill`` (None when off; see ``distill``)."""
+        d, m = self.cfg.distill, self.cfg.model
+        if not d.enabled:
+            return None
+        if d.teacher_dir is None:
+            teacher = copy.deepcopy(model)
+        else:
+            _, teacher = _load_model(
+                SFTModelInit(
+                    checkpoint_dir=d.teacher_dir, dtype=m.dtype, trust_remote_code=m.trust_remote_code
+                )
+            )
+            for key in ("vocab_size", "num_image_tokens"):
+                mine, theirs = getattr(model.config, key, None), getattr(teacher.config, key, None)
+                if mine != theirs:
+                    raise ValueError(
+                        f"distill.teacher_dir {d.teacher_dir}: {key} {theirs} differs from the model's {mine}"
+                    )
+        own: list[str] = []
+        if d.target_only_rows is not None:
+            own = pq.read_table(d.target_only_rows, columns=["id"]).column("id").to_pylist()
+        return AnswerDistiller(teacher, weight=d.weight, temperature=d.temperature, target_only_ids=own)
 
     def _parent_checkpoint(self) -> str:
         m = self.cfg.model
@@ -634,7 +679,7 @@ class SFTRecipe:
         if not rows:
             raise ValueError(f"{d.shards}: no '{TRAIN_SPLIT}' rows of the configured tasks {sorted(kept)}")
         if d.modality_evidence:
-            rows = modality_evidence_answers(rows, restate=d.modality_restate)
+            rows = modality_evidence_answers(rows, restate=d.modality_restate, mirror=d.modality_mirror)
         if d.mcq_evidence:
             rows = mcq_evidence_answers(rows)
         if d.warmup is not None:
@@ -777,10 +822,14 @@ class SFTRecipe:
             if isinstance(v, torch.Tensor)
         }
 
-    def _forward_loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Mean next-token cross-entropy over the answer tokens of one micro-batch."""
+    def _forward_loss(self, batch: dict[str, Any], ids: Sequence[str]) -> torch.Tensor:
+        """Weighted next-token cross-entropy over the answer tokens of one micro-batch (+ distillation)."""
         weighting = self.cfg.train.loss_weighting
-        return self.engine(**self._to_device(batch), loss_only=True, loss_weighting=weighting).loss
+        inputs = self._to_device(batch)
+        out = self.engine(**inputs, loss_only=True, loss_weighting=weighting)
+        if self.distiller is None:
+            return out.loss
+        return self.distiller.loss(out.logits, inputs, ids, weighting, out.loss)
 
     def _log_params(self) -> None:
         derived = {
@@ -857,7 +906,7 @@ class SFTRecipe:
         while st.step < self.total_steps:
             for batch in self._batches(st.epoch, st.batch_in_epoch):
                 ids = batch.pop("ids")
-                loss = self._forward_loss(batch)
+                loss = self._forward_loss(batch, ids)
                 losses.append(
                     check_finite_loss(loss, stage=self.stage, step=st.step + 1, batch_ids=ids, dist=self.dist)
                 )
@@ -925,6 +974,7 @@ class SFTRecipe:
     def cleanup(self) -> None:
         """Drop the engine and free memory (the process group stays for the next recipe)."""
         self.engine = None
+        self.distiller = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -63,6 +63,7 @@ __all__ = [
     "read_architecture",
     "sincos_2d",
     "trainable_parameter_names",
+    "weighted_answer_loss",
 ]
 
 #: Parameter groups of :func:`freeze` and :func:`count_parameters` -> module attribute names.
@@ -81,6 +82,37 @@ PARAMETER_GROUPS: dict[str, tuple[str, ...]] = {
 
 #: Exponent ``p`` of the per-token weight ``n_i ** -p`` of each loss weighting (see ``_supervised_loss``).
 LOSS_WEIGHTINGS: dict[str, float] = {"token": 0.0, "square": 0.5, "sample": 1.0}
+
+
+def weighted_answer_loss(
+    per_token: torch.Tensor,
+    keep: torch.Tensor,
+    loss_weighting: str,
+    *,
+    num_items_in_batch: int | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Weighted mean of per-answer-token losses (see :data:`LOSS_WEIGHTINGS`).
+
+    Args:
+        per_token: ``(N,)`` losses of the supervised positions, in ``keep.nonzero()`` order.
+        keep: ``(B, L)`` bool, True where a token is supervised (``N`` of them).
+        loss_weighting: ``token``, ``square`` or ``sample``: row ``i``'s tokens (``n_i`` of them)
+            weigh ``n_i ** -p``.
+        num_items_in_batch: denominator of the ``token`` weighting under gradient accumulation.
+
+    Raises:
+        ValueError: unknown weighting, or ``per_token`` does not have one entry per kept position.
+    """
+    if loss_weighting not in LOSS_WEIGHTINGS:
+        raise ValueError(f"loss_weighting={loss_weighting!r} is not one of {sorted(LOSS_WEIGHTINGS)}")
+    if per_token.shape != (int(keep.sum()),):
+        raise ValueError(f"per_token has shape {tuple(per_token.shape)}, expected ({int(keep.sum())},)")
+    if loss_weighting == "token":
+        denom = num_items_in_batch or keep.sum().clamp(min=1)
+        return per_token.sum() / denom
+    counts = keep.sum(dim=1).clamp(min=1).to(per_token.dtype)
+    weights = counts.pow(-LOSS_WEIGHTINGS[loss_weighting])[keep.nonzero()[:, 0]]
+    return (per_token * weights).sum() / weights.sum().clamp(min=1e-12)
 
 
 def sincos_2d(grid: int, dim: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -320,8 +352,9 @@ class XMedVLMForConditionalGeneration(XMedVLMPreTrainedModel, GenerationMixin):
             inputs_embeds: precomputed embeddings (then no media is spliced in).
             use_cache: return the KV cache.
             logits_to_keep: compute logits for the last ``n`` positions only (0 = all).
-            loss_only: with ``labels``, apply the LM head only at supervised positions and return
-                ``logits=None``: the same loss for a fraction of the head's compute (training).
+            loss_only: with ``labels``, apply the LM head only at supervised positions: the same
+                loss for a fraction of the head's compute (training); ``logits`` is then ``(N,
+                vocab)``, the supervised positions' logits in row-major order.
             **kwargs: forwarded to the LM (attention kwargs, ``num_items_in_batch``, ...).
 
         Returns:
@@ -389,16 +422,11 @@ class XMedVLMForConditionalGeneration(XMedVLMPreTrainedModel, GenerationMixin):
         targets = labels[:, 1:]
         keep = targets != -100
         logits = lm.get_output_embeddings()(hidden[:, :-1][keep]).float()
-        if loss_weighting == "token":
-            total = nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
-            denom = kwargs.get("num_items_in_batch") or keep.sum().clamp(min=1)
-            return CausalLMOutputWithPast(loss=total / denom, logits=None)
         per_token = nn.functional.cross_entropy(logits, targets[keep], reduction="none")
-        counts = keep.sum(dim=1).clamp(min=1).float()
-        weights = counts.pow(-LOSS_WEIGHTINGS[loss_weighting])[keep.nonzero()[:, 0]]
-        return CausalLMOutputWithPast(
-            loss=(per_token * weights).sum() / weights.sum().clamp(min=1e-12), logits=None
+        loss = weighted_answer_loss(
+            per_token, keep, loss_weighting, num_items_in_batch=kwargs.get("num_items_in_batch")
         )
+        return CausalLMOutputWithPast(loss=loss, logits=logits)
 
     # -- generation ----------------------------------------------------------------------------
     _MEDIA_KEYS = ("pixel_values", "image_counts", "input_features", "audio_counts")

@@ -139,7 +139,10 @@ def test_loss_is_masked_next_token_cross_entropy(model, proc, root):
     keep = labels != -100
     expected = torch.nn.functional.cross_entropy(logits[keep], labels[keep])
     assert torch.allclose(out.loss, expected, atol=1e-6)
-    assert fast.logits is None and torch.allclose(fast.loss, expected, atol=1e-5)
+    assert torch.allclose(fast.loss, expected, atol=1e-5)
+    # loss_only returns the logits of the supervised positions only, in row-major order
+    assert fast.logits.shape == (int(keep.sum()), logits.shape[-1])
+    assert torch.allclose(fast.logits, logits[keep], atol=1e-5)
 
 
 @pytest.mark.parametrize("weighting, p", [("sample", 1.0), ("square", 0.5)])

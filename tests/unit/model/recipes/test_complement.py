@@ -116,9 +116,9 @@ def test_reasoning_replay_passes_the_option_to_its_sft_loop(on):
     from model.recipes.config import load_recipe_config
     from model.recipes.reasoning_sft import ReasoningSFTRecipe
 
-    recipe = ReasoningSFTRecipe.__new__(ReasoningSFTRecipe)  # sft_config reads cfg and dataset_path only
+    recipe = ReasoningSFTRecipe.__new__(ReasoningSFTRecipe)  # sft_config reads cfg and the two paths only
     recipe.cfg = load_recipe_config("reasoning_sft", "ci", [f"data.modality_evidence={str(on).lower()}"])
-    recipe.dataset_path = "mix.parquet"
+    recipe.dataset_path, recipe.reasoning_rows_path = "mix.parquet", None
     assert recipe.sft_config().data.modality_evidence is on
     assert SFTDataSettings(shards="s", data_root="d").modality_evidence is False
 
@@ -172,3 +172,23 @@ def test_restated_answers_copy_the_asked_modality_first():
 def test_restating_needs_the_evidence_answers():
     with pytest.raises(ValueError, match="modality_restate needs data.modality_evidence"):
         SFTDataSettings(shards="s", data_root="d", modality_restate=True)
+
+
+def test_mirrored_answers_name_the_seen_modality_in_the_question_words():
+    answers = {r["id"]: r["conversations"][1]["value"] for r in modality_evidence_answers(ROWS, mirror=True)}
+    assert answers["a"] == "Seen: the imaging modality CT. Yes."
+    assert answers["c"] == "Seen: the imaging modality CT. No."
+    assert (answers["d"], answers["e"], answers["f"]) == ("No", "CT", "No")
+    from validation.metrics.vqa import vqa_item_score
+
+    for gold, rid in (("Yes", "a"), ("No", "c")):
+        assert vqa_item_score(gold, answers[rid]).correct
+        assert not vqa_item_score("no" if gold == "Yes" else "yes", answers[rid]).correct
+    with pytest.raises(ValueError, match="pick one"):
+        modality_evidence_answers(ROWS, mirror=True, restate=True)
+    with pytest.raises(ValueError, match="modality_mirror needs data.modality_evidence"):
+        SFTDataSettings(shards="s", data_root="d", modality_mirror=True)
+    with pytest.raises(ValueError, match="pick one"):
+        SFTDataSettings(
+            shards="s", data_root="d", modality_evidence=True, modality_mirror=True, modality_restate=True
+        )
