@@ -12,12 +12,34 @@ from model.base import weights_digest
 from orchestration.resources import DvcResource, MlflowResource, PathsResource
 from orchestration.training import TrainingResource
 
-__all__ = ["TRAIN_RETRY", "train_stage"]
+__all__ = ["TRAIN_RETRY", "claim_run_folder", "train_stage"]
+
+#: Names the Dagster run lineage that owns a stage's run folder (its resumable checkpoints).
+LINEAGE_FILE = "dagster_lineage.json"
 
 #: a transient failure (killed worker, lost rendezvous, I/O error) is retried; the recipe resumes from
 #: its last checkpoint. Errors in :data:`NON_TRANSIENT` fail the step at once.
 TRAIN_RETRY = dg.RetryPolicy(max_retries=2, delay=5.0)
 NON_TRANSIENT = (ValueError, FileNotFoundError, FloatingPointError, TypeError, KeyError)
+
+
+def claim_run_folder(output_dir: str | Path, lineage: str) -> bool:
+    """Make ``lineage`` the owner of a stage's run folder; True when it was another's (or nobody's).
+
+    A step retry and a re-execution from failure share the Dagster root run id, so they resume
+    from the stage's last checkpoint; a new materialisation (new data, new config, a scheduled
+    retrain) must start fresh instead of resuming, or refusing to resume, a finished run's
+    checkpoints. The owner's root run id is kept in ``<output_dir>/dagster_lineage.json``.
+    """
+    path = Path(output_dir) / LINEAGE_FILE
+    owner = json.loads(path.read_text(encoding="utf-8")).get("root_run_id") if path.is_file() else None
+    if owner == lineage:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"root_run_id": lineage, "previous": owner}), encoding="utf-8")
+    tmp.replace(path)
+    return True
 
 
 def train_stage(
@@ -45,8 +67,16 @@ def train_stage(
 
     data_version = curated_data_version(dvc, paths)
     parent_dir = str(training.model_dir(parent))
-    cfg = training.stage_config(stage, parent_model_dir=parent_dir, data_version=data_version, run_id=context.run.run_id)
-    with mlflow.run(context, run_name=f"train:{stage}", data_version=data_version, tags={"xmed.parent": parent_dir}) as active:
+    cfg = training.stage_config(
+        stage, parent_model_dir=parent_dir, data_version=data_version, run_id=context.run.run_id
+    )
+    lineage = context.run.root_run_id or context.run.run_id
+    if claim_run_folder(cfg.output_dir, lineage):
+        cfg.train.resume_from = None  # another run's checkpoints: start fresh (the recipe clears them)
+        context.log.info(f"{stage}: new run lineage {lineage}: training from the parent checkpoint")
+    with mlflow.run(
+        context, run_name=f"train:{stage}", data_version=data_version, tags={"xmed.parent": parent_dir}
+    ) as active:
         module, func = run.split(":")
         recipe = getattr(importlib.import_module(module), func)
         try:
@@ -72,6 +102,7 @@ def train_stage(
             "tokens_per_s": float(result.tokens_per_s),
             "wall_s": float(result.wall_s),
             "resumed_from": str(result.resumed_from),
+            "run_lineage": lineage,
             "provenance": dg.MetadataValue.json(provenance),
             "mlflow_run": dg.MetadataValue.url(url),
         },

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import random
@@ -51,12 +52,15 @@ __all__ = [
     "mean_across_ranks",
     "parse_recipe_cli",
     "restore_rng_state",
+    "resume_point",
     "run_recipe",
     "save_hf_model",
     "save_training_checkpoint",
     "seed_everything",
     "warmup_cosine",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Resumable checkpoints live in ``<output_dir>/checkpoints/step_<n>``.
 CHECKPOINTS_DIR = "checkpoints"
@@ -462,6 +466,36 @@ def find_checkpoint(output_dir: str | os.PathLike, resume_from: str | None) -> P
         if path.is_dir():
             return path
     return None
+
+
+def resume_point(output_dir: str | os.PathLike, resume_from: str | None, *, dist: DistInfo) -> Path | None:
+    """The checkpoint to resume from (:func:`find_checkpoint`); on a fresh start, stale ones are removed.
+
+    A run that does not resume must not share ``<output_dir>/checkpoints`` with an earlier run's
+    ``step_N`` folders: the newest-``keep`` retention would delete this run's own checkpoints in
+    their favour and a later ``resume_from: latest`` could land in the other run. So when nothing
+    is resumed, the main process removes the ``step_N`` folders and the ``latest`` pointer there
+    (their run's final model is in its ``model`` folder and MLflow run) and logs what it removed.
+
+    Raises:
+        FileNotFoundError: as :func:`find_checkpoint`.
+    """
+    ckpt = find_checkpoint(output_dir, resume_from)
+    if ckpt is None and dist.is_main:
+        root = Path(output_dir) / CHECKPOINTS_DIR
+        stale = _step_dirs(root)
+        for old in stale:
+            shutil.rmtree(old)
+        (root / "latest").unlink(missing_ok=True)
+        if stale:
+            log.warning(
+                "%s: fresh start; removed %d checkpoint(s) of an earlier run (%s)",
+                root,
+                len(stale),
+                ", ".join(p.name for p in stale),
+            )
+    barrier(dist)
+    return ckpt
 
 
 def load_training_checkpoint(engine, ckpt: Path, *, dist: DistInfo, resume_key: dict) -> TrainState:

@@ -67,6 +67,7 @@ from model.recipes._common import (
     mean_across_ranks,
     optimizer_groups,
     parse_recipe_cli,
+    resume_point,
     run_recipe,
     save_hf_model,
     save_training_checkpoint,
@@ -430,7 +431,7 @@ class DPORecipe:
         self.total_steps = self._total_steps()
         # 6. Engine, then resume.
         self.engine = self._setup_engine(model)
-        ckpt = find_checkpoint(self.output_dir, cfg.train.resume_from)
+        ckpt = resume_point(self.output_dir, cfg.train.resume_from, dist=self.dist)
         if ckpt is not None:
             self.state = load_training_checkpoint(
                 self.engine, ckpt, dist=self.dist, resume_key=self._resume_key()

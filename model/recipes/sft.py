@@ -49,13 +49,13 @@ from model.recipes._common import (
     TrainState,
     check_finite_loss,
     epoch_batches,
-    find_checkpoint,
     init_distributed,
     load_deepspeed_config,
     load_training_checkpoint,
     mean_across_ranks,
     optimizer_groups,
     parse_recipe_cli,
+    resume_point,
     run_recipe,
     save_hf_model,
     save_training_checkpoint,
@@ -632,7 +632,7 @@ class SFTRecipe:
         if self.distiller is not None:
             self.distiller.teacher.to(self.engine.device)
         # 7. Resume: weights, optimizer, schedule, data position and RNG states.
-        ckpt = find_checkpoint(self.output_dir, cfg.train.resume_from)
+        ckpt = resume_point(self.output_dir, cfg.train.resume_from, dist=self.dist)
         if ckpt is not None:
             self.state = load_training_checkpoint(
                 self.engine, ckpt, dist=self.dist, resume_key=self._resume_key()

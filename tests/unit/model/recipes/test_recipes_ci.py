@@ -89,9 +89,9 @@ def test_sft_nan_loss_stops_without_checkpoint(world, tmp_path, monkeypatch):
     real = SFTRecipe._forward_loss
     calls = {"n": 0}
 
-    def poisoned(self, batch):
+    def poisoned(self, *args):
         calls["n"] += 1
-        loss = real(self, batch)
+        loss = real(self, *args)
         return loss * float("nan") if calls["n"] == 3 else loss
 
     monkeypatch.setattr(SFTRecipe, "_forward_loss", poisoned)

@@ -137,11 +137,11 @@ def _run(recipe, crash_at: int | None = None):
     if crash_at is not None:
         real, calls = recipe._forward_loss, {"n": 0}
 
-        def crashing(batch):
+        def crashing(*args):
             calls["n"] += 1
             if calls["n"] == crash_at:
                 raise SimulatedCrash(f"simulated crash at micro-batch {crash_at}")
-            return real(batch)
+            return real(*args)
 
         recipe._forward_loss = crashing
     try:
@@ -196,11 +196,11 @@ def test_sft_killed_subprocess_resumes_exactly(world, tmp_path):
         from model.recipes.sft import SFTRecipe
         recipe = SFTRecipe(SFTConfig.model_validate(json.load(open({str(cfg_path)!r}))))
         real, calls = SFTRecipe._forward_loss, {{"n": 0}}
-        def killing(self, batch):
+        def killing(self, *args):
             calls["n"] += 1
             if calls["n"] == 9:
                 os.kill(os.getpid(), signal.SIGKILL)
-            return real(self, batch)
+            return real(self, *args)
         SFTRecipe._forward_loss = killing
         recipe.setup()
         recipe.train()
@@ -234,6 +234,17 @@ def test_resume_with_other_batch_settings_is_refused(world, tmp_path):
         _run(_sft(world, tmp_path / "run"), crash_at=5)
     with pytest.raises(ValueError, match="would not\\s+replay the same batches"):
         _run(_sft(world, tmp_path / "run", "train.micro_batch_size=2"))
+
+
+def test_fresh_start_removes_an_earlier_runs_checkpoints(world, tmp_path):
+    """Not resuming: the earlier run's step folders and ``latest`` go, so retention keeps this run's."""
+    root = tmp_path / "run" / "checkpoints"
+    (root / "step_99").mkdir(parents=True)
+    (root / "latest").write_text("step_99")
+    _run(_sft(world, tmp_path / "run", "train.resume_from=null"))
+    assert sorted(p.name for p in root.glob("step_*")) == ["step_2", "step_4"]
+    assert (root / "latest").read_text().strip() == "step_4"
+    assert find_checkpoint(tmp_path / "run", "latest") == root / "step_4"
 
 
 def test_sft_warmup_phase_resumes_exactly(world, tmp_path):
