@@ -974,7 +974,6 @@ class SFTRecipe:
     def cleanup(self) -> None:
         """Drop the engine and free memory (the process group stays for the next recipe)."""
         self.engine = None
-        self.distiller = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
