@@ -107,7 +107,9 @@ def test_benchmark_results_compare_candidate_with_base_and_majority(training_run
     assert result.success
     (check,) = result.get_asset_check_evaluations()
     assert check.check_name == "metrics_complete" and check.passed
-    meta = instance.get_latest_materialization_event(dg.AssetKey("benchmark_results")).asset_materialization.metadata
+    meta = instance.get_latest_materialization_event(
+        dg.AssetKey("benchmark_results")
+    ).asset_materialization.metadata
     table = meta["results"].value
     for system in ("majority", "base", "candidate"):
         assert system in table
@@ -116,3 +118,23 @@ def test_benchmark_results_compare_candidate_with_base_and_majority(training_run
     (run,) = [r for r in runs if r.data.tags.get("dagster.run_id") == result.run_id]
     keys = set(run.data.metrics)
     assert any(k.startswith("bench/") and k.endswith("/delta_vs_base") for k in keys)
+
+
+def test_a_new_run_retrains_a_stage_from_its_parent(training_run):
+    """Re-materialising ``sft_checkpoint`` in a new run trains again instead of resuming the last one.
+
+    Runs last in this module: it replaces the SFT model the earlier tests read.
+    """
+    root, instance, first = training_run
+    sft_dir = root / "runs" / "ci" / "sft"
+    assert json.loads((sft_dir / "dagster_lineage.json").read_text())["root_run_id"] == first.run_id
+    again = run_job(root, instance, "training_pipeline", asset_selection=[dg.AssetKey("sft_checkpoint")])
+    assert again.success and again.run_id != first.run_id
+    meta = instance.get_latest_materialization_event(
+        dg.AssetKey("sft_checkpoint")
+    ).asset_materialization.metadata
+    assert meta["run_lineage"].value == again.run_id
+    assert meta["resumed_from"].value == "None"  # the first run's finished checkpoint was not resumed
+    assert meta["steps"].value > 0
+    record = json.loads((sft_dir / "dagster_lineage.json").read_text())
+    assert record == {"root_run_id": again.run_id, "previous": first.run_id}
