@@ -156,17 +156,22 @@ def test_mcq_evidence_answers_are_scored_by_their_letter():
     assert mcq_parse("CT. The answer is C.", options) == "C"  # the letter decides, not the text
 
 
+def _closed_scoring_reads_the_yes_no(answers: dict[str, str]) -> None:
+    """Rows "a" (gold Yes) and "c" (gold No) score right against their gold and wrong against the other."""
+    from validation.metrics.vqa import vqa_item_score
+
+    for gold, rid in (("Yes", "a"), ("No", "c")):
+        assert vqa_item_score(gold, answers[rid]).correct
+        assert not vqa_item_score("no" if gold == "Yes" else "yes", answers[rid]).correct
+
+
 def test_restated_answers_copy_the_asked_modality_first():
     answers = {r["id"]: r["conversations"][1]["value"] for r in modality_evidence_answers(ROWS, restate=True)}
     assert answers["a"] == "Asked: imaging modality CT. Seen: CT. Yes."
     assert answers["b"] == "Asked: imaging modality MRI. Seen: MRI. Yes."
     assert answers["c"] == "Asked: imaging modality MRI. Seen: CT. No."
     assert (answers["d"], answers["e"], answers["f"]) == ("No", "CT", "No")
-    from validation.metrics.vqa import vqa_item_score
-
-    for gold, rid in (("Yes", "a"), ("No", "c")):
-        assert vqa_item_score(gold, answers[rid]).correct
-        assert not vqa_item_score("no" if gold == "Yes" else "yes", answers[rid]).correct
+    _closed_scoring_reads_the_yes_no(answers)
 
 
 def test_restating_needs_the_evidence_answers():
@@ -179,11 +184,7 @@ def test_mirrored_answers_name_the_seen_modality_in_the_question_words():
     assert answers["a"] == "Seen: the imaging modality CT. Yes."
     assert answers["c"] == "Seen: the imaging modality CT. No."
     assert (answers["d"], answers["e"], answers["f"]) == ("No", "CT", "No")
-    from validation.metrics.vqa import vqa_item_score
-
-    for gold, rid in (("Yes", "a"), ("No", "c")):
-        assert vqa_item_score(gold, answers[rid]).correct
-        assert not vqa_item_score("no" if gold == "Yes" else "yes", answers[rid]).correct
+    _closed_scoring_reads_the_yes_no(answers)
     with pytest.raises(ValueError, match="pick one"):
         modality_evidence_answers(ROWS, mirror=True, restate=True)
     with pytest.raises(ValueError, match="modality_mirror needs data.modality_evidence"):
