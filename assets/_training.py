@@ -9,6 +9,7 @@ import dagster as dg
 
 from assets._dvc_stage import curated_data_version
 from model.base import weights_digest
+from model.data.io import atomic_file
 from orchestration.resources import DvcResource, MlflowResource, PathsResource
 from orchestration.training import TrainingResource
 
@@ -35,10 +36,8 @@ def claim_run_folder(output_dir: str | Path, lineage: str) -> bool:
     owner = json.loads(path.read_text(encoding="utf-8")).get("root_run_id") if path.is_file() else None
     if owner == lineage:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"root_run_id": lineage, "previous": owner}), encoding="utf-8")
-    tmp.replace(path)
+    with atomic_file(path, "w", encoding="utf-8") as fh:
+        json.dump({"root_run_id": lineage, "previous": owner}, fh)
     return True
 
 

@@ -14,4 +14,4 @@ def test_a_new_lineage_claims_the_folder_and_a_retry_keeps_it(tmp_path):
     assert claim_run_folder(out, "run-b") is True  # a new materialisation: fresh start
     record = json.loads((out / LINEAGE_FILE).read_text())
     assert record == {"root_run_id": "run-b", "previous": "run-a"}
-    assert not list(out.glob("*.tmp"))
+    assert [p.name for p in out.iterdir()] == [LINEAGE_FILE]  # no temporary file left behind
