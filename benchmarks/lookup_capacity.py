@@ -13,7 +13,10 @@ Tasks (``--task``), every ``w`` one token of ``--words`` distinct words:
   answer the letter of ``w`` (4-way, chance 0.25): the multiple-choice letter.
 * ``compare``: ``Q w1 ; f1 .. fk ; w2 ->`` with ``--fill`` distractor tokens between, answer
   yes/no for ``w1 == w2`` (half of them equal, chance 0.5): the closed "Is the imaging modality X?"
-  answer after the model has named the modality.
+  answer after the model has named the modality. With ``--no-arrow`` the prompt ends at ``w2``, so
+  the position that predicts the answer holds ``w2`` itself (one matching attention step decides
+  it) instead of a token after it (the model must first move ``w2`` one position on): the
+  ``adjacent`` and ``sentence`` forms of ``data.modality_format``.
 
 Fresh random examples every step (no repetition); accuracy on ``--eval`` held-out examples every
 ``--every`` steps, with the examples seen so far. ``--mimetic`` initialises the attention with
@@ -56,17 +59,21 @@ def lookup_batch(n: int, words: int, g: torch.Generator) -> tuple[torch.Tensor, 
     return prompts, torch.tensor(LETTERS)[pick]
 
 
-def compare_batch(n: int, words: int, fill: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def compare_batch(
+    n: int, words: int, fill: int, g: torch.Generator, *, arrow: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` comparison prompts ``(n, 6 + fill)`` and their answers (yes = ``LETTERS[0]``, no = ``LETTERS[1]``).
 
-    Distractors are drawn from another ``words`` tokens (ids after the compared words).
+    Distractors are drawn from another ``words`` tokens (ids after the compared words). Without
+    ``arrow`` the prompts end at the second compared word (``(n, 5 + fill)``).
     """
     a = torch.randint(words, (n,), generator=g)
     same = torch.rand(n, generator=g) < 0.5
     b = torch.where(same, a, (a + torch.randint(1, words, (n,), generator=g)) % words)
     filler = torch.randint(words, (n, fill), generator=g) + N_SPECIAL + words
-    q, sep, arrow = (torch.full((n, 1), v) for v in (Q, SEP, ARROW))
-    prompts = torch.cat([q, a[:, None] + N_SPECIAL, sep, filler, sep, b[:, None] + N_SPECIAL, arrow], dim=1)
+    q, sep = (torch.full((n, 1), v) for v in (Q, SEP))
+    parts = [q, a[:, None] + N_SPECIAL, sep, filler, sep, b[:, None] + N_SPECIAL]
+    prompts = torch.cat([*parts, torch.full((n, 1), ARROW)] if arrow else parts, dim=1)
     return prompts, torch.where(same, LETTERS[0], LETTERS[1])
 
 
@@ -76,6 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--task", choices=("lookup", "compare"), default="lookup")
     p.add_argument("--words", type=int, default=60)
     p.add_argument("--fill", type=int, default=8, help="distractor tokens between the compared words")
+    p.add_argument(
+        "--no-arrow", action="store_true", help="compare: the answer is predicted at the second word itself"
+    )
     p.add_argument("--mimetic", action="store_true", help="mimetic attention initialisation")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=64)
@@ -106,14 +116,15 @@ def main(argv: list[str] | None = None) -> None:
     def batch(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         if args.task == "lookup":
             return lookup_batch(n, args.words, g)
-        return compare_batch(n, args.words, args.fill, g)
+        return compare_batch(n, args.words, args.fill, g, arrow=not args.no_arrow)
 
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
     g_train = torch.Generator().manual_seed(args.seed + 1)
     test_x, test_y = batch(args.eval, torch.Generator().manual_seed(args.seed + 2))
     print(
         f"LLM {arch['text_layers']} layers x {arch['text_hidden']} wide, {arch['heads']} heads; "
-        f"{'mimetic' if args.mimetic else 'default'} init; {args.task}, {args.words} words, "
+        f"{'mimetic' if args.mimetic else 'default'} init; {args.task}{' (no arrow)' if args.no_arrow else ''}, "
+        f"{args.words} words, "
         f"batch {args.batch}, lr {args.lr}"
     )
     rows = []

@@ -357,15 +357,12 @@ class EvidenceAnswers(_Settings):
         description="answer closed 'Is the imaging modality X?' rows evidence first ('The imaging "
         "modality is CT. No.'): the model states the modality it sees, then compares it with X",
     )
-    modality_restate: bool = Field(
-        False,
-        description="with modality_evidence: first restate the modality the question names ('Asked: "
-        "imaging modality MRI. Seen: CT. No.'), so the yes/no compares two nearby words",
-    )
-    modality_mirror: bool = Field(
-        False,
-        description="with modality_evidence: name the seen modality in the question's own words ('Seen: "
-        "the imaging modality CT. No.'), so the seen name follows the words the asked one follows",
+    modality_format: Literal["sentence", "restate", "mirror", "adjacent"] = Field(
+        "sentence",
+        description="with modality_evidence, the answer's form (model.recipes.sft.MODALITY_FORMATS): "
+        "'sentence' ('The imaging modality is CT. No.'), 'restate' ('Asked: imaging modality MRI. Seen: "
+        "CT. No.'), 'mirror' ('Seen: the imaging modality CT. No.') or 'adjacent' ('The imaging modality "
+        "is CT No.': the yes/no right after the seen name, so the token that predicts it is the name)",
     )
     mcq_evidence: bool = Field(
         False,
@@ -374,13 +371,10 @@ class EvidenceAnswers(_Settings):
     )
 
     @model_validator(mode="after")
-    def _restate_needs_evidence(self) -> EvidenceAnswers:
-        for name in ("modality_restate", "modality_mirror"):
-            if getattr(self, name) and not self.modality_evidence:
-                raise ValueError(f"data.{name} needs data.modality_evidence: true")
-        if self.modality_restate and self.modality_mirror:
+    def _format_needs_evidence(self) -> EvidenceAnswers:
+        if self.modality_format != "sentence" and not self.modality_evidence:
             raise ValueError(
-                "data.modality_restate and data.modality_mirror are two answer formats: pick one"
+                f"data.modality_format={self.modality_format!r} needs data.modality_evidence: true"
             )
         return self
 

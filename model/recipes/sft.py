@@ -182,17 +182,17 @@ def _with_answer(row: dict, answer: str) -> dict:
     return {**row, "conversations": [question, {**reply, "value": answer}]}
 
 
-#: the evidence-first answer of a closed modality question (see :func:`modality_evidence_answers`)
-MODALITY_EVIDENCE = "The imaging modality is {display}. {answer}."
-#: the same, first restating the modality the question names (``restate=True``)
-MODALITY_RESTATED = "Asked: imaging modality {asked}. Seen: {display}. {answer}."
-#: the same, the seen modality named in the question's words (``mirror=True``)
-MODALITY_MIRRORED = "Seen: the imaging modality {display}. {answer}."
+#: the evidence-first answers of a closed modality question, by ``data.modality_format`` (see
+#: :func:`modality_evidence_answers`); ``{asked}`` is the modality the question names
+MODALITY_FORMATS = {
+    "sentence": "The imaging modality is {display}. {answer}.",
+    "restate": "Asked: imaging modality {asked}. Seen: {display}. {answer}.",
+    "mirror": "Seen: the imaging modality {display}. {answer}.",
+    "adjacent": "The imaging modality is {display} {answer}.",
+}
 
 
-def modality_evidence_answers(
-    rows: Sequence[dict], *, restate: bool = False, mirror: bool = False
-) -> list[dict]:
+def modality_evidence_answers(rows: Sequence[dict], *, form: str = "sentence") -> list[dict]:
     """Closed modality questions answered evidence first: "The imaging modality is CT. No."
 
     "Is the imaging modality X?" asks the model to compare a word of the question with what the
@@ -203,34 +203,35 @@ def modality_evidence_answers(
     word, so MultiMedEval's closed accuracy reads it as before. Rows whose modality has no "Yes"
     row (display unknown) are left as they are, and so is every other row.
 
-    With ``restate`` the answer first copies the modality the question names, then states the one
-    the image shows: "Asked: imaging modality MRI. Seen: CT. No." The copy is what an induction head
-    does (the name follows the same words in the question), and the yes/no then compares two words
-    a few tokens apart instead of a word of the answer with one far back in the prompt. The demo
-    model did not learn the copy in 2,000 steps: it filled "Asked" with the modality it sees
-    (benchmarks/README.md, ninth round), so the demo profile leaves the option off.
+    The forms (:data:`MODALITY_FORMATS`):
 
-    With ``mirror`` the seen modality is named in the question's own words: "Seen: the imaging
-    modality CT. No." The seen name then follows the same tokens (" the imaging modality") as the
-    asked one does in the question, so the two names line up for an attention head that matches a
-    token by what precedes it, no copy needed. The demo SFT did not learn the comparison this way
-    either (modality "No" questions 0.44 right against 0.56; benchmarks/README.md, eleventh round).
+    * ``sentence``: "The imaging modality is CT. No." The yes/no is predicted at the full stop, so
+      the model must first move the name it wrote one position on (a previous-token head) and then
+      match it against the question: a two-step circuit the demo LLM forms slowly.
+    * ``restate``: "Asked: imaging modality MRI. Seen: CT. No." The model first copies the name the
+      question holds. The demo model did not learn the copy in 2,000 steps: it filled "Asked" with
+      the modality it sees (benchmarks/README.md, ninth round).
+    * ``mirror``: "Seen: the imaging modality CT. No." The seen name follows the same tokens as the
+      asked one does in the question. No better than ``sentence`` (eleventh round).
+    * ``adjacent``: "The imaging modality is CT No." The yes/no follows the seen name directly, so
+      the position that predicts it holds the name itself and one attention step that finds the
+      same token in the question (what a mimetic head does from initialisation) decides it
+      (``benchmarks/lookup_capacity.py --task compare --no-arrow``, twelfth round).
 
     Args:
         rows: instruction rows (``task``, ``modality``, ``conversations``, ...).
-        restate: restate the asked modality before the seen one.
-        mirror: name the seen modality in the question's words (not with ``restate``).
+        form: one of :data:`MODALITY_FORMATS`.
 
     Returns:
         the rows in their order, the matched ones as copies with the new answer.
 
     Raises:
-        ValueError: as :func:`_modality_questions`, or both formats asked for.
+        ValueError: as :func:`_modality_questions`, or an unknown form.
     """
-    if restate and mirror:
-        raise ValueError("restate and mirror are two answer formats: pick one")
+    if form not in MODALITY_FORMATS:
+        raise ValueError(f"modality answer form {form!r} is not one of {sorted(MODALITY_FORMATS)}")
     matched, display = _modality_questions(rows)
-    template = MODALITY_RESTATED if restate else MODALITY_MIRRORED if mirror else MODALITY_EVIDENCE
+    template = MODALITY_FORMATS[form]
     new_answer = {
         id(r): template.format(asked=m["slot"], display=display[r["modality"]], answer=answer.capitalize())
         for r, m, answer in matched
@@ -680,7 +681,7 @@ class SFTRecipe:
         if not rows:
             raise ValueError(f"{d.shards}: no '{TRAIN_SPLIT}' rows of the configured tasks {sorted(kept)}")
         if d.modality_evidence:
-            rows = modality_evidence_answers(rows, restate=d.modality_restate, mirror=d.modality_mirror)
+            rows = modality_evidence_answers(rows, form=d.modality_format)
         if d.mcq_evidence:
             rows = mcq_evidence_answers(rows)
         if d.warmup is not None:

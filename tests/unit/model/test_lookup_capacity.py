@@ -34,3 +34,11 @@ def test_compare_answers_yes_exactly_when_the_words_agree():
     assert compared.min() >= lc.N_SPECIAL and compared.max() < lc.N_SPECIAL + words
     filler = x[:, 3 : 3 + fill]  # distractors never collide with the compared words
     assert filler.min() >= lc.N_SPECIAL + words
+
+
+def test_compare_without_arrow_ends_at_the_second_word():
+    g = torch.Generator().manual_seed(0)
+    with_arrow, y = lc.compare_batch(50, 6, 5, g)
+    bare, y_bare = lc.compare_batch(50, 6, 5, torch.Generator().manual_seed(0), arrow=False)
+    assert torch.equal(bare, with_arrow[:, :-1]) and torch.equal(y, y_bare)
+    assert (with_arrow[:, -1] == lc.ARROW).all() and not (bare == lc.ARROW).any()

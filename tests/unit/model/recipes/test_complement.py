@@ -165,31 +165,48 @@ def _closed_scoring_reads_the_yes_no(answers: dict[str, str]) -> None:
         assert not vqa_item_score("no" if gold == "Yes" else "yes", answers[rid]).correct
 
 
-def test_restated_answers_copy_the_asked_modality_first():
-    answers = {r["id"]: r["conversations"][1]["value"] for r in modality_evidence_answers(ROWS, restate=True)}
-    assert answers["a"] == "Asked: imaging modality CT. Seen: CT. Yes."
-    assert answers["b"] == "Asked: imaging modality MRI. Seen: MRI. Yes."
-    assert answers["c"] == "Asked: imaging modality MRI. Seen: CT. No."
-    assert (answers["d"], answers["e"], answers["f"]) == ("No", "CT", "No")
+@pytest.mark.parametrize(
+    ("form", "yes", "no"),
+    [
+        (
+            "restate",
+            "Asked: imaging modality CT. Seen: CT. Yes.",
+            "Asked: imaging modality MRI. Seen: CT. No.",
+        ),
+        ("mirror", "Seen: the imaging modality CT. Yes.", "Seen: the imaging modality CT. No."),
+        ("adjacent", "The imaging modality is CT Yes.", "The imaging modality is CT No."),
+    ],
+)
+def test_each_modality_answer_form(form, yes, no):
+    answers = {r["id"]: r["conversations"][1]["value"] for r in modality_evidence_answers(ROWS, form=form)}
+    assert (answers["a"], answers["c"]) == (yes, no)
+    assert (answers["d"], answers["e"], answers["f"]) == ("No", "CT", "No")  # other rows as they were
     _closed_scoring_reads_the_yes_no(answers)
 
 
-def test_restating_needs_the_evidence_answers():
-    with pytest.raises(ValueError, match="modality_restate needs data.modality_evidence"):
-        SFTDataSettings(shards="s", data_root="d", modality_restate=True)
+def test_adjacent_form_puts_the_yes_no_token_right_after_the_seen_name_token():
+    """With the platform's byte-level BPE the name's last token predicts the yes/no, and the same
+    name token stands in the question (what one matching attention step needs)."""
+    from model.tokenizer import train_tokenizer
+
+    rows = modality_evidence_answers(ROWS, form="adjacent")
+    corpus = [turn["value"] for r in rows for turn in r["conversations"]] * 30
+    tok = train_tokenizer(corpus, vocab_size=300)
+    (row,) = [r for r in rows if r["id"] == "c"]  # asked MRI, seen CT
+    answer = tok.tokenize(row["conversations"][1]["value"])
+    name = tok.tokenize(" CT")
+    at = answer.index(name[-1])
+    assert answer[at + 1] == tok.tokenize(" No")[0]
+    (yes_row,) = [r for r in rows if r["id"] == "a"]  # asked CT, seen CT
+    assert name[-1] in tok.tokenize(yes_row["conversations"][0]["value"])
 
 
-def test_mirrored_answers_name_the_seen_modality_in_the_question_words():
-    answers = {r["id"]: r["conversations"][1]["value"] for r in modality_evidence_answers(ROWS, mirror=True)}
-    assert answers["a"] == "Seen: the imaging modality CT. Yes."
-    assert answers["c"] == "Seen: the imaging modality CT. No."
-    assert (answers["d"], answers["e"], answers["f"]) == ("No", "CT", "No")
-    _closed_scoring_reads_the_yes_no(answers)
-    with pytest.raises(ValueError, match="pick one"):
-        modality_evidence_answers(ROWS, mirror=True, restate=True)
-    with pytest.raises(ValueError, match="modality_mirror needs data.modality_evidence"):
-        SFTDataSettings(shards="s", data_root="d", modality_mirror=True)
-    with pytest.raises(ValueError, match="pick one"):
-        SFTDataSettings(
-            shards="s", data_root="d", modality_evidence=True, modality_mirror=True, modality_restate=True
-        )
+def test_answer_forms_other_than_the_sentence_need_the_evidence_answers():
+    for form in ("restate", "mirror", "adjacent"):
+        with pytest.raises(ValueError, match=f"modality_format='{form}' needs data.modality_evidence"):
+            SFTDataSettings(shards="s", data_root="d", modality_format=form)
+        assert SFTDataSettings(shards="s", data_root="d", modality_evidence=True, modality_format=form)
+    with pytest.raises(ValueError, match="not one of"):
+        modality_evidence_answers(ROWS, form="question")
+    with pytest.raises(ValueError):
+        SFTDataSettings(shards="s", data_root="d", modality_evidence=True, modality_format="question")
