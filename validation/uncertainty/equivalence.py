@@ -58,8 +58,9 @@ def answer_polarity(text: str) -> str | None:
 
     Rule, in order: the first word is affirmative (yes, yeah, yep, correct, true, affirmative,
     present, positive) -> yes; the first word is negative (no, nope, not, false, negative, absent,
-    none, incorrect) -> no; the last sentence is a bare "yes" or "no" (an evidence-first answer,
-    "The imaging modality is CT. No.") -> that; a negation word anywhere (no, not, without, absent,
+    none, incorrect) -> no; the last sentence is a bare "yes" or "no", or ends in one (evidence-first
+    answers, "The imaging modality is CT. No." and "The imaging modality is CT No.") -> that; a
+    negation word anywhere (no, not, without, absent,
     negative, none, never, neither, nor, cannot, isn't, ...) -> no; an affirming phrase ("there is/are", present,
     visible, seen, shows, noted, "consistent with", "evidence of") -> yes; else None.
 
@@ -74,9 +75,9 @@ def answer_polarity(text: str) -> str | None:
         return "yes"
     if words[0] in _NO_FIRST:
         return "no"
-    last = _SENTENCE_END.split(text.strip().lower())[-1].strip(" \t\n.!")
-    if last in ("yes", "no"):
-        return last
+    last = _WORDS.findall(_SENTENCE_END.split(text.strip().lower())[-1])
+    if last and last[-1] in ("yes", "no"):
+        return last[-1]
     if any(w in _NEGATION for w in words):
         return "no"
     return "yes" if _AFFIRM.search(" ".join(words)) else None

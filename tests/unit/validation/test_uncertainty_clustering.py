@@ -71,6 +71,8 @@ def test_clustering_rejects_non_strings():
         ("Absent.", "no"),
         ("The imaging modality is CT. No.", "no"),  # evidence first, the answer last
         ("The imaging modality is MRI. Yes.", "yes"),
+        ("The imaging modality is CT Yes.", "yes"),  # the adjacent form: no sentence break
+        ("The imaging modality is CT No.", "no"),
         ("There is no nodule. Yes.", "yes"),  # the concluding yes/no wins over a negation word
         ("The imaging modality is CT.", None),
         ("The liver", None),
