@@ -252,7 +252,7 @@ class AudioRecipe:
         )
         # 4. Freeze everything but the audio path BEFORE the optimizer sees the parameters.
         f = cfg.freeze
-        freeze(model, vision=f.vision, projector=f.projector, llm=f.llm, audio=f.audio, lm_head=f.lm_head)
+        freeze(model, **f.model_dump())
         self.trainable = count_parameters(model)["audio"]
         # 5. Processor (audio tokens per clip, clip length follow the config) and data.
         _check_max_length(cfg.data.max_length, model)

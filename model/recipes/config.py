@@ -162,6 +162,11 @@ class FreezeSettings(_Settings):
         False,
         description="also freeze the LLM's output projection (a fixed classifier) while the LLM trains",
     )
+    llm_attention: bool = Field(
+        False,
+        description="also freeze the attention projections of every LLM layer while its MLPs, norms, "
+        "embeddings and head train (keeps the in-context matches an earlier stage formed)",
+    )
 
     @model_validator(mode="after")
     def _something_trains(self) -> FreezeSettings:

@@ -304,7 +304,7 @@ def _check_layout(model, source: str) -> None:
 def _apply_freeze_and_lora(model, f: FreezeSettings, lora: LoraSettings):
     """Freeze parts per policy; with LoRA, wrap the LLM's linear layers in trainable adapters."""
     if not lora.enabled:
-        freeze(model, vision=f.vision, projector=f.projector, llm=f.llm, audio=f.audio, lm_head=f.lm_head)
+        freeze(model, **f.model_dump())
         return model
     from peft import LoraConfig, get_peft_model
 

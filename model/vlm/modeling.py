@@ -796,12 +796,23 @@ _TOKENIZER_KWARGS = {
 }
 
 
+#: the attention blocks of the supported LLMs (Llama / Qwen2 ``self_attn``, InternLM2 ``attention``)
+ATTENTION_MODULE_NAMES = ("self_attn", "attention")
+
+
 def _group_modules(model: nn.Module, group: str) -> list[nn.Module]:
     return [m for name in PARAMETER_GROUPS[group] if (m := getattr(model, name, None)) is not None]
 
 
 def freeze(
-    model: nn.Module, *, vision: bool, projector: bool, llm: bool, audio: bool, lm_head: bool = False
+    model: nn.Module,
+    *,
+    vision: bool,
+    projector: bool,
+    llm: bool,
+    audio: bool,
+    lm_head: bool = False,
+    llm_attention: bool = False,
 ) -> int:
     """Set ``requires_grad`` per part: True freezes the part, False makes it trainable.
 
@@ -811,13 +822,16 @@ def freeze(
     ``lm_head`` also freezes the LLM's output projection when the rest of the LLM trains (a fixed
     classifier, Hoffer et al. 2018, https://arxiv.org/abs/1801.04540: the output rows of answers
     that share their contexts cannot be pulled together while the model does not yet tell them
-    apart).
+    apart). ``llm_attention`` freezes the attention projections of every LLM layer (the modules
+    named ``self_attn`` / ``attention``) while its MLPs, norms, embeddings and head train: a later
+    stage then cannot rewire which token attends to which (the in-context matches SFT formed).
 
     Returns:
         The number of trainable parameters afterwards.
 
     Raises:
-        ValueError: ``lm_head`` on a model whose output projection is tied to its input embeddings.
+        ValueError: ``lm_head`` on a model whose output projection is tied to its input embeddings;
+            ``llm_attention`` on a language model without such modules.
     """
     for group, frozen in (("vision", vision), ("projector", projector), ("llm", llm), ("audio", audio)):
         for module in _group_modules(model, group):
@@ -827,6 +841,18 @@ def freeze(
         if head.weight is model.get_input_embeddings().weight:
             raise ValueError("freeze lm_head: the output projection is tied to the input embeddings")
         head.requires_grad_(False)
+    if llm_attention:
+        blocks = [
+            m
+            for name, m in model.language_model.named_modules()
+            if name.rsplit(".", 1)[-1] in ATTENTION_MODULE_NAMES
+        ]
+        if not blocks:
+            raise ValueError(
+                f"freeze llm_attention: the language model has no module named one of {ATTENTION_MODULE_NAMES}"
+            )
+        for block in blocks:
+            block.requires_grad_(False)
     encoder = getattr(model, "audio_encoder", None)
     if encoder is not None:
         encoder.embed_positions.requires_grad_(False)

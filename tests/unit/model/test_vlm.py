@@ -271,6 +271,35 @@ def test_freeze_lm_head_keeps_the_output_rows_while_the_llm_trains(tok, proc, ro
         freeze(tied, vision=False, projector=False, llm=False, audio=True, lm_head=True)
 
 
+def test_freeze_llm_attention_keeps_every_attention_projection_while_the_mlps_train(tok, proc, root):
+    m = tiny(tok).train()
+    freeze(m, vision=False, projector=False, llm=False, audio=True, llm_attention=True)
+    names = set(trainable_parameter_names(m))
+    attn = {n for n, _ in m.named_parameters() if n.startswith("language_model.") and ".self_attn." in n}
+    assert "vision_tower.layers.0.self_attn.in_proj_weight" in names  # the vision tower is not the LLM
+    assert attn and not attn & names
+    assert "language_model.model.layers.0.mlp.up_proj.weight" in names
+    assert {"language_model.model.embed_tokens.weight", "language_model.lm_head.weight"} <= names
+    before = {n: p.detach().clone() for n, p in m.named_parameters() if n in attn}
+    layer = m.language_model.model.layers[0].mlp.up_proj.weight.detach().clone()
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    m(**_batch(proc, root, record())).loss.backward()
+    opt.step()
+    after = dict(m.named_parameters())
+    assert all(torch.equal(after[n], v) for n, v in before.items())
+    assert not torch.equal(m.language_model.model.layers[0].mlp.up_proj.weight, layer)
+
+
+def test_freeze_llm_attention_names_what_it_looks_for():
+    class Plain(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.language_model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+
+    with pytest.raises(ValueError, match="self_attn"):
+        freeze(Plain(), vision=False, projector=False, llm=False, audio=True, llm_attention=True)
+
+
 # ------------------------------------------------------------------------------------- processor
 
 
