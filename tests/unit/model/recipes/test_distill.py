@@ -145,3 +145,21 @@ def test_distillation_settings_are_checked(world, tmp_path):
     )
     with pytest.raises(FileNotFoundError, match="distill.teacher_dir"):
         cfg.check_paths()
+
+
+def test_reasoning_sft_with_frozen_attention_moves_only_the_rest_of_the_llm(world, tmp_path):
+    """The demo reasoning-SFT combination: distillation, adjacent evidence answers in the replay, the
+    LLM's attention frozen (the matches SFT formed stay as they were)."""
+    student, _, _ = _reasoning_run(
+        world,
+        tmp_path / "fa",
+        "distill.weight=0.5",
+        "freeze.llm_attention=true",
+        "data.modality_evidence=true",
+        "data.modality_format=adjacent",
+    )
+    parent = load_file(f"{world.checkpoint}/model.safetensors")
+    attention = [k for k in parent if k.startswith("language_model.") and ".self_attn." in k]
+    assert attention and all(torch.equal(student[k], parent[k]) for k in attention)
+    mlp = [k for k in parent if k.startswith("language_model.") and ".mlp." in k]
+    assert any(not torch.equal(student[k], parent[k]) for k in mlp)
