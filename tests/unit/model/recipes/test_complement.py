@@ -210,3 +210,12 @@ def test_answer_forms_other_than_the_sentence_need_the_evidence_answers():
         modality_evidence_answers(ROWS, form="question")
     with pytest.raises(ValueError):
         SFTDataSettings(shards="s", data_root="d", modality_evidence=True, modality_format="question")
+
+
+def test_the_config_offers_exactly_the_forms_the_builder_knows():
+    from typing import get_args
+
+    from model.recipes.config import EvidenceAnswers
+    from model.recipes.sft import MODALITY_FORMATS
+
+    assert set(get_args(EvidenceAnswers.model_fields["modality_format"].annotation)) == set(MODALITY_FORMATS)
