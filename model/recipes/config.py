@@ -413,6 +413,13 @@ class SFTDataSettings(EvidenceAnswers):
         "another modality with the opposite answer (complementary pairs: the answer needs both the "
         "question and the image)",
     )
+    image_label_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of the auxiliary image-level loss: every image of a row is labelled with the "
+        "row's modality, scored by the model's image classifier (architecture key image_label_names) "
+        "on its mean projected token; 0 = off",
+    )
     lookup_drills: int = Field(
         0,
         ge=0,

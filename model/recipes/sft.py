@@ -624,6 +624,7 @@ class SFTRecipe:
             _enable_gradient_checkpointing(model.get_base_model() if cfg.lora.enabled else model)
         # 5. Data: train rows, exact token lengths (for grouping and the length check), task index.
         self.rows = self._load_rows()
+        self._image_label_of = self._image_label_index(model.config)
         self.lengths = token_lengths(self.rows, self.processor)
         self._check_lengths()
         self._by_task = self._task_index()
@@ -828,10 +829,37 @@ class SFTRecipe:
         """Weighted next-token cross-entropy over the answer tokens of one micro-batch (+ distillation)."""
         weighting = self.cfg.train.loss_weighting
         inputs = self._to_device(batch)
-        out = self.engine(**inputs, loss_only=True, loss_weighting=weighting)
+        out = self.engine(**inputs, loss_only=True, loss_weighting=weighting, **self._image_label_inputs(inputs, ids))
         if self.distiller is None:
             return out.loss
         return self.distiller.loss(out.logits, inputs, ids, weighting, out.loss)
+
+    def _image_label_index(self, config) -> dict[str, int]:
+        """Row id -> class of the row's images for the auxiliary image-level loss (-100: none).
+
+        Raises:
+            ValueError: the loss is on but the model has no image classifier.
+        """
+        if not self.cfg.data.image_label_weight:
+            return {}
+        names = list(getattr(config, "image_label_names", None) or [])
+        if not names:
+            raise ValueError(
+                "data.image_label_weight > 0 needs a model with an image classifier: set "
+                "image_label_names in its architecture (model/configs/model/<profile>.yaml)"
+            )
+        index = {name: k for k, name in enumerate(names)}
+        return {r["id"]: index.get(r.get("modality"), -100) for r in self.rows}
+
+    def _image_label_inputs(self, inputs: dict[str, Any], ids: Sequence[str]) -> dict[str, Any]:
+        """The auxiliary image-level loss's forward arguments (none when ``data.image_label_weight`` is 0)."""
+        weight = self.cfg.data.image_label_weight
+        if not weight or inputs.get("pixel_values") is None:
+            return {}
+        per_row = torch.tensor([self._image_label_of[i] for i in ids], dtype=torch.long)
+        counts = inputs.get("image_counts")
+        labels = per_row.repeat_interleave(counts.cpu()) if counts is not None else per_row
+        return {"image_labels": labels.to(inputs["pixel_values"].device), "image_label_weight": weight}
 
     def _log_params(self) -> None:
         derived = {

@@ -110,6 +110,10 @@ class XMedVLMConfig(PreTrainedConfig):
         image_token_id: id of ``<image>`` in the tokenizer.
         audio_token_id: id of ``<audio>`` in the tokenizer (required when ``audio_config`` is set).
         tie_word_embeddings: mirrors ``text_config.tie_word_embeddings``.
+        image_label_names: class names of an image-level classifier on the mean projected image
+            tokens (e.g. the imaging modalities); empty = no classifier. Trained as an auxiliary
+            loss (``image_labels`` in the forward), it gives the image tokens a direction the LLM
+            can read for every image, not only on the rows that ask about it.
     """
 
     model_type = "xmed_vlm"
@@ -128,9 +132,13 @@ class XMedVLMConfig(PreTrainedConfig):
     image_token_id: int | None = None
     audio_token_id: int | None = None
     tie_word_embeddings: bool = False
+    image_label_names: list[str] | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        self.image_label_names = list(self.image_label_names or [])
+        if len(set(self.image_label_names)) != len(self.image_label_names):
+            raise ValueError(f"XMedVLMConfig: image_label_names repeat a name: {self.image_label_names}")
         if self.text_config.tie_word_embeddings:
             self.tie_word_embeddings = True
         if self.audio_config is not None:

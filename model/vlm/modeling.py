@@ -69,7 +69,7 @@ __all__ = [
 #: Parameter groups of :func:`freeze` and :func:`count_parameters` -> module attribute names.
 PARAMETER_GROUPS: dict[str, tuple[str, ...]] = {
     "vision": ("vision_tower",),
-    "projector": ("projector",),
+    "projector": ("projector", "image_classifier"),
     "llm": ("language_model",),
     "audio": ("audio_encoder", "audio_projector"),
 }
@@ -252,6 +252,9 @@ class XMedVLMForConditionalGeneration(XMedVLMPreTrainedModel, GenerationMixin):
         else:
             self.audio_encoder = None
             self.audio_projector = None
+        self.image_classifier = (
+            nn.Linear(txt.hidden_size, len(config.image_label_names)) if config.image_label_names else None
+        )
         self.post_init()
 
     # -- embeddings (so resize_token_embeddings, tying and generation work) ------------------
@@ -332,6 +335,8 @@ class XMedVLMForConditionalGeneration(XMedVLMPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         loss_only: bool = False,
+        image_labels: torch.LongTensor | None = None,
+        image_label_weight: float = 0.0,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """Embed text, splice in vision/audio tokens, run the causal LM.
@@ -355,15 +360,22 @@ class XMedVLMForConditionalGeneration(XMedVLMPreTrainedModel, GenerationMixin):
             loss_only: with ``labels``, apply the LM head only at supervised positions: the same
                 loss for a fraction of the head's compute (training); ``logits`` is then ``(N,
                 vocab)``, the supervised positions' logits in row-major order.
+            image_labels: ``(total_images,)`` class index of each image in ``config.image_label_names``
+                (-100 = none); with ``image_label_weight`` > 0 and ``labels``, the loss adds
+                ``image_label_weight`` x the cross-entropy of the image classifier on each image's
+                mean projected token (the auxiliary image-level loss).
+            image_label_weight: weight of that auxiliary loss (0 = off).
             **kwargs: forwarded to the LM (attention kwargs, ``num_items_in_batch``, ...).
 
         Returns:
             ``CausalLMOutputWithPast`` with ``loss`` (if labels), ``logits`` and ``cache``.
 
         Raises:
-            ValueError: placeholder counts do not match the media given.
+            ValueError: placeholder counts do not match the media given; an auxiliary image loss
+                asked of a model without an image classifier, or labels that do not match the images.
         """
         cache = cache if cache is not None else past_key_values
+        image_features = None
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("pass input_ids or inputs_embeds")
@@ -375,20 +387,27 @@ class XMedVLMForConditionalGeneration(XMedVLMPreTrainedModel, GenerationMixin):
             )
             for items, counts, token_id, name, encode in media:
                 if items is not None and items.shape[0] > 0:
-                    inputs_embeds = self._merge(
-                        input_ids, inputs_embeds, encode(items), counts, token_id, name
-                    )
+                    features = encode(items)
+                    if name == "image":
+                        image_features = features
+                    inputs_embeds = self._merge(input_ids, inputs_embeds, features, counts, token_id, name)
                 elif prefill and token_id is not None and bool((input_ids == token_id).any()):
                     raise ValueError(
                         f"input_ids contain <{name}> placeholders but no {name} inputs were given"
                     )
         if labels is not None and use_cache is None:
             use_cache = False  # training / scoring: no KV cache to build
+        aux = None
+        if image_label_weight > 0 and labels is not None:
+            aux = image_label_weight * self._image_label_loss(image_features, image_labels)
         if loss_only:
             if labels is None:
                 raise ValueError("loss_only=True needs labels")
-            return self._supervised_loss(inputs_embeds, attention_mask, position_ids, labels, **kwargs)
-        return self.language_model(
+            out = self._supervised_loss(inputs_embeds, attention_mask, position_ids, labels, **kwargs)
+            if aux is not None:
+                out.loss = out.loss + aux
+            return out
+        out = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
             cache=cache,
@@ -398,6 +417,26 @@ class XMedVLMForConditionalGeneration(XMedVLMPreTrainedModel, GenerationMixin):
             logits_to_keep=logits_to_keep,
             **kwargs,
         )
+        if aux is not None:
+            out.loss = out.loss + aux
+        return out
+
+    def _image_label_loss(self, features: torch.Tensor | None, image_labels: torch.Tensor | None) -> torch.Tensor:
+        """Cross-entropy of the image classifier on each image's mean projected token."""
+        if self.image_classifier is None:
+            raise ValueError(
+                "an image-level auxiliary loss needs config.image_label_names (this model has no image classifier)"
+            )
+        if features is None or image_labels is None:
+            raise ValueError("an image-level auxiliary loss needs pixel_values and image_labels")
+        if image_labels.shape != (features.shape[0],):
+            raise ValueError(
+                f"image_labels has shape {tuple(image_labels.shape)}; expected ({features.shape[0]},), one per image"
+            )
+        logits = self.image_classifier(features.mean(dim=1)).float()
+        if bool((image_labels == -100).all()):
+            return logits.sum() * 0.0  # no labelled image in this batch: no signal, same graph
+        return nn.functional.cross_entropy(logits, image_labels.to(logits.device), ignore_index=-100)
 
     def _supervised_loss(
         self, inputs_embeds, attention_mask, position_ids, labels, *, loss_weighting: str = "token", **kwargs
@@ -638,6 +677,7 @@ def build_tiny_vlm(
     mimetic_heads: int = 0,
     mimetic_vision: bool = False,
     summary_token: bool = False,
+    image_label_names: Sequence[str] | None = None,
     seed: int | None = None,
 ) -> XMedVLMForConditionalGeneration:
     """A randomly initialised tiny XMed VLM (Llama LM, conv+ViT vision tower, optional Whisper).
@@ -670,6 +710,8 @@ def build_tiny_vlm(
         mimetic_heads: LLM attention heads per layer given :func:`init_mimetic_attention` (0: none).
         mimetic_vision: give every head of the vision transformer layers the mimetic initialisation.
         summary_token: append a learned summary (class) token to each image's grid tokens.
+        image_label_names: classes of an image-level classifier on the mean projected image tokens
+            (an auxiliary training loss, e.g. the imaging modalities); None = none.
         seed: seed the initialisation (the global RNG state is restored afterwards).
     """
     stages = round(math.log2(image_size / grid))
@@ -717,6 +759,7 @@ def build_tiny_vlm(
         audio_pool=audio_pool,
         image_token_id=image_token_id,
         audio_token_id=audio_token_id,
+        image_label_names=list(image_label_names or []),
     )
     with torch.random.fork_rng(devices=[]):
         if seed is not None:

@@ -300,6 +300,38 @@ def test_freeze_llm_attention_names_what_it_looks_for():
         freeze(Plain(), vision=False, projector=False, llm=False, audio=True, llm_attention=True)
 
 
+def test_image_label_loss_adds_the_weighted_cross_entropy_of_the_mean_image_token(tok, proc, root, tmp_path):
+    m = tiny(tok, image_label_names=["ct", "mri", "ultrasound"]).train()
+    batch = _batch(proc, root, record(), record("No", images=("rgb.png",)))
+    plain = m(**batch, loss_only=True).loss
+    labels = torch.tensor([2, -100])  # the second image has no class
+    out = m(**batch, loss_only=True, image_labels=labels, image_label_weight=0.5)
+    feats = m.get_image_features(batch["pixel_values"])
+    by_hand = torch.nn.functional.cross_entropy(m.image_classifier(feats.mean(1))[:1], labels[:1])
+    assert out.loss.item() == pytest.approx(plain.item() + 0.5 * by_hand.item(), rel=1e-5)
+    full = m(**batch, image_labels=labels, image_label_weight=0.5).loss  # the full-logits path too
+    assert full.item() == pytest.approx(m(**batch).loss.item() + 0.5 * by_hand.item(), rel=1e-5)
+    out.loss.backward()
+    assert m.image_classifier.weight.grad.abs().sum() > 0 and m.projector[1].weight.grad.abs().sum() > 0
+    # the classifier is part of the model: saved and loaded with it, counted with the projector
+    m.save_pretrained(tmp_path)
+    back = AutoModelForImageTextToText.from_pretrained(tmp_path)
+    assert back.config.image_label_names == ["ct", "mri", "ultrasound"]
+    assert torch.equal(back.image_classifier.weight, m.image_classifier.weight)
+    assert count_parameters(m)["projector"] - count_parameters(tiny(tok))["projector"] == 3 * 32 + 3
+
+
+def test_image_label_loss_refuses_what_it_cannot_score(tok, proc, root):
+    batch = _batch(proc, root, record())
+    with pytest.raises(ValueError, match="image_label_names"):
+        tiny(tok)(**batch, loss_only=True, image_labels=torch.tensor([0]), image_label_weight=0.5)
+    m = tiny(tok, image_label_names=["ct", "mri"])
+    with pytest.raises(ValueError, match="one per image"):
+        m(**batch, loss_only=True, image_labels=torch.tensor([0, 1]), image_label_weight=0.5)
+    with pytest.raises(ValueError, match="repeat a name"):
+        tiny(tok, image_label_names=["ct", "ct"])
+
+
 # ------------------------------------------------------------------------------------- processor
 
 

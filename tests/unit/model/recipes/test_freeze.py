@@ -100,3 +100,31 @@ def test_sft_frozen_vision_stays_identical(world, tmp_path):
         assert any(not torch.equal(init[k], after[k]) for k in after if k.startswith(part)), part
     audio_before, _ = _split(init, AUDIO)  # SFT freezes audio by default: no audio data
     _assert_identical(audio_before, _split(after, AUDIO)[0])
+
+
+def test_sft_image_label_loss_trains_the_image_classifier(world, tmp_path):
+    """``data.image_label_weight``: every row's images are labelled with the row's modality; the
+    classifier moves and so does what it reads (the projector), and a model without one is refused."""
+    from model.data.schema import MODALITIES
+
+    doc = yaml.safe_load(world.architecture.read_text())
+    doc["architecture"]["image_label_names"] = list(MODALITIES)
+    arch = tmp_path / "arch.yaml"
+    arch.write_text(yaml.safe_dump(doc))
+    common = (f"model.architecture={arch}", "train.max_steps=4", "model.init_seed=0")
+    plain = run_sft(sft_config(world, tmp_path / "plain", *common))
+    aux = run_sft(sft_config(world, tmp_path / "aux", *common, "data.image_label_weight=0.5"))
+    before, after = (
+        load_file(f"{plain.model_dir}/model.safetensors"),
+        load_file(f"{aux.model_dir}/model.safetensors"),
+    )
+    init = build_tiny_vlm_for_tokenizer(
+        load_tokenizer(world.tokenizer_dir), seed=0, **read_architecture(arch)[0]
+    )
+    assert not torch.equal(after["image_classifier.weight"], init.image_classifier.weight.detach())
+    assert torch.equal(
+        before["image_classifier.weight"], init.image_classifier.weight.detach()
+    )  # no loss, no update
+    assert not torch.equal(after["projector.1.weight"], before["projector.1.weight"])
+    with pytest.raises(ValueError, match="image_label_names"):
+        run_sft(sft_config(world, tmp_path / "none", "train.max_steps=2", "data.image_label_weight=0.5"))
