@@ -462,6 +462,11 @@ class SFTConfig(_StageConfig):
             raise ValueError(
                 "distill.weight > 0 needs a teacher: set distill.teacher_dir (a scratch model has no parent)"
             )
+        if d.enabled and self.data.image_label_weight > 0:
+            raise ValueError(
+                "data.image_label_weight and distill.weight cannot both be on: the distilled loss is "
+                "recomputed from the answer logits and would drop the image-level term"
+            )
         w, max_steps = self.data.warmup, self.train.max_steps
         if w is not None and max_steps is not None and w.steps >= max_steps:
             raise ValueError(

@@ -14,7 +14,9 @@ interrupted run replays exactly the same batches after ``resume``.
 
 Loss: mean next-token cross-entropy over the answer tokens (``loss_only=True`` forward), weighted per
 answer length (``train.loss_weighting``); with ``distill.weight > 0`` the distilled rows' tokens also
-learn a frozen teacher's distribution (:mod:`model.recipes.distill`).
+learn a frozen teacher's distribution (:mod:`model.recipes.distill`); with
+``data.image_label_weight > 0`` the model's image classifier adds its cross-entropy on each image's
+modality (the image-level auxiliary loss; not with distillation).
 A NaN/Inf loss stops the run with :class:`~model.recipes._common.NonFiniteLossError` before the
 backward pass, so no broken checkpoint is written.
 
@@ -829,7 +831,9 @@ class SFTRecipe:
         """Weighted next-token cross-entropy over the answer tokens of one micro-batch (+ distillation)."""
         weighting = self.cfg.train.loss_weighting
         inputs = self._to_device(batch)
-        out = self.engine(**inputs, loss_only=True, loss_weighting=weighting, **self._image_label_inputs(inputs, ids))
+        out = self.engine(
+            **inputs, loss_only=True, loss_weighting=weighting, **self._image_label_inputs(inputs, ids)
+        )
         if self.distiller is None:
             return out.loss
         return self.distiller.loss(out.logits, inputs, ids, weighting, out.loss)

@@ -140,6 +140,14 @@ def test_distillation_settings_are_checked(world, tmp_path):
         stage_config("reasoning_sft", world, tmp_path / "rs", "distill.weight=0.5")
     with pytest.raises(RecipeConfigError, match="needs a teacher"):
         sft_config(world, tmp_path / "sft", "distill.weight=0.5")
+    with pytest.raises(RecipeConfigError, match="cannot both be on"):
+        sft_config(
+            world,
+            tmp_path / "sft",
+            "distill.weight=0.5",
+            f"distill.teacher_dir={world.checkpoint}",
+            "data.image_label_weight=0.3",
+        )
     cfg = sft_config(
         world, tmp_path / "sft", "distill.weight=0.5", f"distill.teacher_dir={tmp_path / 'nope'}"
     )
