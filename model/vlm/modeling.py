@@ -404,24 +404,24 @@ class XMedVLMForConditionalGeneration(XMedVLMPreTrainedModel, GenerationMixin):
             if labels is None:
                 raise ValueError("loss_only=True needs labels")
             out = self._supervised_loss(inputs_embeds, attention_mask, position_ids, labels, **kwargs)
-            if aux is not None:
-                out.loss = out.loss + aux
-            return out
-        out = self.language_model(
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            inputs_embeds=inputs_embeds,
-            labels=labels,
-            use_cache=use_cache,
-            logits_to_keep=logits_to_keep,
-            **kwargs,
-        )
+        else:
+            out = self.language_model(
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cache=cache,
+                inputs_embeds=inputs_embeds,
+                labels=labels,
+                use_cache=use_cache,
+                logits_to_keep=logits_to_keep,
+                **kwargs,
+            )
         if aux is not None:
             out.loss = out.loss + aux
         return out
 
-    def _image_label_loss(self, features: torch.Tensor | None, image_labels: torch.Tensor | None) -> torch.Tensor:
+    def _image_label_loss(
+        self, features: torch.Tensor | None, image_labels: torch.Tensor | None
+    ) -> torch.Tensor:
         """Cross-entropy of the image classifier on each image's mean projected token."""
         if self.image_classifier is None:
             raise ValueError(
