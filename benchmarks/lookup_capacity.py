@@ -11,6 +11,9 @@ Tasks (``--task``), every ``w`` one token of ``--words`` distinct words:
 
 * ``lookup``: ``Q w ; A w1 B w2 C w3 D w4 ; ->`` (four different options, ``w`` one of them),
   answer the letter of ``w`` (4-way, chance 0.25): the multiple-choice letter.
+* ``letter``: ``; A . w1 \n B . w2 \n C . w3 \n D . w4 ; w (``, answer the letter of ``w`` (4-way):
+  the multiple-choice letter in ``data.mcq_format: bracket`` ("The answer is CT (B)."), the letter
+  two tokens before the option's text in the prompt, the option's text right before the answer.
 * ``compare``: ``Q w1 ; f1 .. fk ; w2 ->`` with ``--fill`` distractor tokens between, answer
   yes/no for ``w1 == w2`` (half of them equal, chance 0.5): the closed "Is the imaging modality X?"
   answer after the model has named the modality. With ``--no-arrow`` the prompt ends at ``w2``, so
@@ -20,7 +23,10 @@ Tasks (``--task``), every ``w`` one token of ``--words`` distinct words:
 
 Fresh random examples every step (no repetition); accuracy on ``--eval`` held-out examples every
 ``--every`` steps, with the examples seen so far. ``--mimetic`` initialises the attention with
-:func:`model.vlm.modeling.init_mimetic_attention` (every head; the architecture key ``mimetic_heads``).
+:func:`model.vlm.modeling.init_mimetic_attention` (every head; the architecture key ``mimetic_heads``);
+``--induction 1,2`` builds the LLM with attention biases and an induction circuit
+(:func:`model.vlm.modeling.init_induction_heads`, the architecture key ``induction_offsets``; the
+mimetic heads then start at the second layer).
 
 Run: ``python benchmarks/lookup_capacity.py [--task compare --words 6 --mimetic --steps 3000
 --batch 64 --lr 1e-3]``; prints one line per evaluation and writes
@@ -39,12 +45,12 @@ import torch
 import yaml
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from model.vlm.modeling import init_mimetic_attention
+from model.vlm.modeling import init_induction_heads, init_mimetic_attention
 
 ROOT = Path(__file__).resolve().parents[1]
 #: special token ids of the synthetic vocabulary; words follow them
-Q, SEP, ARROW, LETTERS = 0, 1, 2, (3, 4, 5, 6)
-N_SPECIAL = 7
+Q, SEP, ARROW, LETTERS, DOT, NEWLINE, BRACKET = 0, 1, 2, (3, 4, 5, 6), 7, 8, 9
+N_SPECIAL = 10
 
 
 def lookup_batch(n: int, words: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,6 +62,17 @@ def lookup_batch(n: int, words: int, g: torch.Generator) -> tuple[torch.Tensor, 
     pairs = torch.stack([letters, options], dim=2).reshape(n, 8)
     q, sep, arrow = (torch.full((n, 1), v) for v in (Q, SEP, ARROW))
     prompts = torch.cat([q, named[:, None], sep, pairs, sep, arrow], dim=1)
+    return prompts, torch.tensor(LETTERS)[pick]
+
+
+def letter_batch(n: int, words: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` bracket-form prompts ``(n, 20)`` ending "w (" and the letter of ``w`` each answers with."""
+    options = torch.stack([torch.randperm(words, generator=g)[:4] for _ in range(n)]) + N_SPECIAL
+    pick = torch.randint(4, (n,), generator=g)
+    named = options[torch.arange(n), pick]
+    col = lambda v: torch.full((n, 1), v)
+    lines = [t for j in range(4) for t in (col(LETTERS[j]), col(DOT), options[:, j : j + 1], col(NEWLINE))]
+    prompts = torch.cat([col(SEP), *lines, col(SEP), named[:, None], col(BRACKET)], dim=1)
     return prompts, torch.tensor(LETTERS)[pick]
 
 
@@ -80,13 +97,18 @@ def compare_batch(
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--architecture", default=str(ROOT / "model/configs/model/demo.yaml"))
-    p.add_argument("--task", choices=("lookup", "compare"), default="lookup")
+    p.add_argument("--task", choices=("lookup", "letter", "compare"), default="lookup")
     p.add_argument("--words", type=int, default=60)
     p.add_argument("--fill", type=int, default=8, help="distractor tokens between the compared words")
     p.add_argument(
         "--no-arrow", action="store_true", help="compare: the answer is predicted at the second word itself"
     )
     p.add_argument("--mimetic", action="store_true", help="mimetic attention initialisation")
+    p.add_argument(
+        "--induction",
+        default="",
+        help="offsets of the first layer's positional heads (e.g. 1,2): an induction circuit",
+    )
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -107,15 +129,27 @@ def main(argv: list[str] | None = None) -> None:
         num_hidden_layers=arch["text_layers"],
         num_attention_heads=arch["heads"],
         num_key_value_heads=arch["heads"],
-        max_position_embeddings=64,
+        max_position_embeddings=arch["max_positions"],
+        attention_bias=bool(args.induction),
     )
     model = LlamaForCausalLM(cfg)
+    offsets = [int(x) for x in args.induction.split(",") if x]
     if args.mimetic:
-        init_mimetic_attention(model.model.layers)
+        init_mimetic_attention(model.model.layers[1:] if offsets else model.model.layers)
+    if offsets:
+        init_induction_heads(
+            model.model.layers,
+            model.model.rotary_emb.inv_freq,
+            offsets,
+            span=cfg.max_position_embeddings,
+            embed_std=cfg.initializer_range,
+        )
 
     def batch(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         if args.task == "lookup":
             return lookup_batch(n, args.words, g)
+        if args.task == "letter":
+            return letter_batch(n, args.words, g)
         return compare_batch(n, args.words, args.fill, g, arrow=not args.no_arrow)
 
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
@@ -123,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     test_x, test_y = batch(args.eval, torch.Generator().manual_seed(args.seed + 2))
     print(
         f"LLM {arch['text_layers']} layers x {arch['text_hidden']} wide, {arch['heads']} heads; "
-        f"{'mimetic' if args.mimetic else 'default'} init; {args.task}{' (no arrow)' if args.no_arrow else ''}, "
+        f"{'mimetic' if args.mimetic else 'default'} init{f', induction {offsets}' if offsets else ''}; {args.task}{' (no arrow)' if args.no_arrow else ''}, "
         f"{args.words} words, "
         f"batch {args.batch}, lr {args.lr}"
     )

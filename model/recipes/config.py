@@ -374,6 +374,12 @@ class EvidenceAnswers(_Settings):
         description="answer multiple-choice rows evidence first ('CT. The answer is B.'): the option's "
         "text, then its letter",
     )
+    mcq_format: Literal["sentence", "bracket"] = Field(
+        "sentence",
+        description="with mcq_evidence, the answer's form (model.recipes.sft.MCQ_FORMATS): 'sentence' "
+        "('CT. The answer is B.') or 'bracket' ('The answer is CT (B).': the letter right after the "
+        "option's text as the prompt spells it, so an induction head reads it off the prompt's option line)",
+    )
 
     @model_validator(mode="after")
     def _format_needs_evidence(self) -> EvidenceAnswers:
@@ -381,6 +387,8 @@ class EvidenceAnswers(_Settings):
             raise ValueError(
                 f"data.modality_format={self.modality_format!r} needs data.modality_evidence: true"
             )
+        if self.mcq_format != "sentence" and not self.mcq_evidence:
+            raise ValueError(f"data.mcq_format={self.mcq_format!r} needs data.mcq_evidence: true")
         return self
 
     def evidence_options(self) -> dict[str, bool]:

@@ -250,26 +250,42 @@ def modality_evidence_answers(rows: Sequence[dict], *, form: str = "sentence") -
 
 #: one lettered option line of a multiple-choice prompt ("B. CT")
 MCQ_OPTION = re.compile(r"^([A-H])\. (.+?)\s*$", re.MULTILINE)
-#: the evidence-first answer of a multiple-choice question (see :func:`mcq_evidence_answers`)
-MCQ_EVIDENCE = "{option}. The answer is {letter}."
+#: the evidence-first answers of a multiple-choice question, by ``data.mcq_format`` (see
+#: :func:`mcq_evidence_answers`)
+MCQ_FORMATS = {
+    "sentence": "{option}. The answer is {letter}.",
+    "bracket": "The answer is {option} ({letter}).",
+}
 
 
-def mcq_evidence_answers(rows: Sequence[dict]) -> list[dict]:
-    """Multiple-choice questions answered evidence first: "CT. The answer is B."
+def mcq_evidence_answers(rows: Sequence[dict], *, form: str = "sentence") -> list[dict]:
+    """Multiple-choice questions answered evidence first: "CT. The answer is B." (form ``sentence``)
+    or "The answer is CT (B)." (form ``bracket``).
 
     The letter of the right option is a lookup the tiny demo LLM does badly from the image alone
     (it must find which option line names what it sees and copy the letter in front of it); said
     after the option's text, the letter is a copy of the letter before that text in the prompt.
-    The answer still ends in "The answer is <letter>", which the MCQ parser reads first (an answer
-    whose letter and text disagree is scored by its letter). Rows whose answer is not one option
-    letter of their prompt's "X. text" lines are left as they are, and so is every other row.
+    In the ``bracket`` form the option's text is spelled as in the prompt (" CT", after a space) and
+    the letter follows it at once, which is what an induction head
+    (:func:`model.vlm.modeling.init_induction_heads`) completes: the token before "(" is found on its
+    option line and the letter two tokens before it is read. The MCQ parser reads the stated letter
+    in either form (an answer whose letter and text disagree is scored by its letter). Rows whose
+    answer is not one option letter of their prompt's "X. text" lines are left as they are, and so
+    is every other row.
 
     Args:
         rows: instruction rows (``task``, ``conversations``, ...).
+        form: a key of :data:`MCQ_FORMATS`.
 
     Returns:
         the rows in their order, the matched ones as copies with the new answer.
+
+    Raises:
+        ValueError: an unknown ``form``.
     """
+    if form not in MCQ_FORMATS:
+        raise ValueError(f"unknown multiple-choice answer form {form!r}; forms are {list(MCQ_FORMATS)}")
+    template = MCQ_FORMATS[form]
     out = []
     for r in rows:
         conv = r["conversations"]
@@ -282,7 +298,7 @@ def mcq_evidence_answers(rows: Sequence[dict]) -> list[dict]:
         if letter not in options:
             out.append(r)
             continue
-        out.append(_with_answer(r, MCQ_EVIDENCE.format(option=options[letter], letter=letter)))
+        out.append(_with_answer(r, template.format(option=options[letter], letter=letter)))
     return out
 
 
@@ -686,7 +702,7 @@ class SFTRecipe:
         if d.modality_evidence:
             rows = modality_evidence_answers(rows, form=d.modality_format)
         if d.mcq_evidence:
-            rows = mcq_evidence_answers(rows)
+            rows = mcq_evidence_answers(rows, form=d.mcq_format)
         if d.warmup is not None:
             present = {r["task"] for r in rows}
             missing = sorted(t for t, w in d.warmup.task_weights.items() if w > 0 and t not in present)

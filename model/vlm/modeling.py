@@ -31,6 +31,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from torch import nn
@@ -59,6 +60,7 @@ __all__ = [
     "count_parameters",
     "freeze",
     "init_coordinate_embeddings",
+    "init_induction_heads",
     "init_mimetic_attention",
     "read_architecture",
     "sincos_2d",
@@ -648,6 +650,152 @@ def init_mimetic_attention(
             o[:, rows] = -vo_scale * v[rows].T / v[rows].norm(dim=1).pow(2).mean()
 
 
+def offset_score_weights(inv_freq: torch.Tensor, offset: int, span: int) -> tuple[torch.Tensor, float]:
+    """Non-negative weights ``a_i`` (summing to 1) of the rotary frequencies for a head that attends
+    ``offset`` tokens back, and the margin they reach: ``S(d) = sum_i a_i cos((d - offset) theta_i)``
+    peaks at ``d = offset``, and the weights maximise its smallest drop ``S(offset) - S(d)`` over every
+    other ``0 <= d < span`` (a linear programme over the frequencies)."""
+    from scipy.optimize import linprog
+
+    theta = inv_freq.double().cpu().numpy()
+    d = np.arange(span)
+    d = d[d != offset]
+    drop = 1.0 - np.cos(np.outer(d - offset, theta))  # (positions, frequencies)
+    n = theta.size
+    res = linprog(
+        c=np.r_[np.zeros(n), -1.0],  # maximise the margin t
+        A_ub=np.hstack([-drop, np.ones((d.size, 1))]),  # t <= drop @ a at every other position
+        b_ub=np.zeros(d.size),
+        A_eq=np.r_[np.ones(n), 0.0][None],
+        b_eq=[1.0],
+        bounds=[(0, None)] * n + [(None, None)],
+    )
+    if not res.success or res.x[-1] <= 0:
+        raise ValueError(f"no rotary weighting singles out offset {offset} within {span} positions")
+    return torch.tensor(res.x[:n]), float(res.x[-1])
+
+
+def _orthonormal(n: int, k: int, within: torch.Tensor | None = None) -> torch.Tensor:
+    """``k`` random orthonormal columns in R^n (or in the span of ``within``'s orthonormal columns)."""
+    g = torch.linalg.qr(torch.randn(n if within is None else within.shape[1], k, dtype=torch.float64))[0]
+    return g if within is None else within @ g
+
+
+@torch.no_grad()
+def init_induction_heads(
+    layers,
+    inv_freq: torch.Tensor,
+    offsets: Sequence[int],
+    *,
+    span: int,
+    embed_std: float,
+    sharpness: float = 12.0,
+    match_sharpness: float = 16.0,
+    reach: int = 64,
+) -> None:
+    """An induction circuit present at initialisation (Olsson et al., 2022), in place.
+
+    * The last ``len(offsets)`` heads of ``layers[0]`` attend ``offsets[j]`` tokens back by position
+      alone: zero query/key weights, constant query/key biases whose rotary phases differ by
+      ``offset * theta_i`` per frequency (weights from :func:`offset_score_weights`), the offset
+      beating every other position within ``span`` by ``sharpness`` nats.
+    * The hidden space is split into orthogonal parts S, T (head_dim) and the rest R. The first
+      offset head writes the *key code* ``K e`` of the token it reads (``K``: orthonormal rows in R)
+      into S; the other offset heads write a code of theirs into T.
+    * Head 0 of ``layers[1]`` queries with S (the previous token's key code) and keys with ``K``
+      (the token itself, blind to S and T), in its slow rotary pairs only, so a position attends to
+      the places where the token before it stands elsewhere, at any distance up to ``reach``; its
+      value reads T: what stood ``offsets[1]`` before that place. After "CT (" in an answer it
+      attends to the " CT" of the prompt line "B. CT" and reads the "B" there: the multiple-choice
+      letter becomes one learned read-out instead of a circuit the from-scratch LLM forms only
+      after tens of thousands of examples.
+
+    Args:
+        layers: Llama decoder layers built with ``attention_bias=True``; at least two.
+        inv_freq: the rotary inverse frequencies (``rotary_emb.inv_freq``).
+        offsets: how far back each offset head of layer 0 looks (e.g. ``(1, 2)``).
+        span: context length the offset must win over (``max_position_embeddings``).
+        embed_std: standard deviation of the LLM's token embeddings (``initializer_range``): the
+            offset heads write codes of 3x that size per entry, so the token a position holds still
+            shows next to what is copied into it.
+        sharpness: score margin (nats) of the offset over any other position.
+        match_sharpness: expected score (nats) of the induction head on a matching token at
+            initialisation (its query/key scale is solved for it from the sizes above).
+        reach: token distance over which the match must hold (selects the slow rotary pairs,
+            those turning less than 0.5 rad over it).
+
+    Raises:
+        ValueError: no query/key biases, fewer than two layers, offsets out of range, no slow
+            enough rotary pair, or a hidden size too small for the three subspaces.
+    """
+    if len(layers) < 2:
+        raise ValueError("induction heads need at least two LLM layers")
+    attn, match = layers[0].self_attn, layers[1].self_attn
+    if attn.q_proj.bias is None or attn.k_proj.bias is None:
+        raise ValueError("induction heads need query/key biases: build the LLM with attention_bias=True")
+    head_dim = attn.head_dim
+    hidden = attn.q_proj.weight.shape[1]
+    n_heads = attn.q_proj.weight.shape[0] // head_dim
+    if not offsets or len(offsets) > n_heads or min(offsets) < 1:
+        raise ValueError(f"offsets {list(offsets)}: need 1..{n_heads} offsets, each >= 1")
+    half = head_dim // 2
+    theta = inv_freq.double().cpu()
+    if theta.numel() != half:
+        raise ValueError(f"{theta.numel()} rotary frequencies for head_dim {head_dim}")
+    slow = (theta * reach < 0.5).nonzero().flatten()
+    if slow.numel() == 0:
+        raise ValueError(f"no rotary frequency turns slowly enough to match over {reach} tokens")
+    code_rows = torch.cat([slow, slow + half])
+    code = code_rows.numel()
+    if hidden < 2 * code + head_dim:
+        raise ValueError(f"hidden size {hidden} < {2 * code + head_dim} (two codes of {code} and a head)")
+    basis = _orthonormal(hidden, hidden)
+    s_space, t_space, r_space = basis[:, :code], basis[:, code : code + head_dim], basis[:, code + head_dim :]
+    key_code = _orthonormal(hidden, code, within=r_space)  # (hidden, code): K = key_code.T
+    first = n_heads - len(offsets)
+    vo_scale = 3.0 * embed_std
+    # residual entering layer 1, per entry: the embedding (embed_std) + the S code (vo_scale on
+    # `code` entries) + the T codes (vo_scale on head_dim entries per further offset head); the
+    # match q.k = qk^2 vo embed_std code / rms^2 (RMSNorm'd), divided by sqrt(head_dim)
+    rms2 = (embed_std**2 * hidden + vo_scale**2 * (code + head_dim * (len(offsets) - 1))) / hidden
+    qk_scale = math.sqrt(match_sharpness * math.sqrt(head_dim) * rms2 / (vo_scale * embed_std * code))
+
+    def put(proj, rows, weight, bias=None):
+        proj.weight[rows] = weight.to(proj.weight.dtype)
+        if bias is not None:
+            proj.bias[rows] = bias.to(proj.bias.dtype)
+
+    for j, offset in enumerate(offsets):
+        rows = slice((first + j) * head_dim, (first + j + 1) * head_dim)
+        a, margin = offset_score_weights(theta, offset, span)
+        amp = (a * sharpness * math.sqrt(head_dim) / margin).sqrt()
+        # query phase 0 and key phase offset * theta_i in every rotary pair
+        q = torch.cat([amp, torch.zeros(half, dtype=amp.dtype)])
+        k = torch.cat([amp * torch.cos(offset * theta), amp * torch.sin(offset * theta)])
+        zero = torch.zeros(head_dim, hidden, dtype=torch.float64)
+        put(attn.q_proj, rows, zero, q)
+        put(attn.k_proj, rows, zero, k)
+        v = torch.zeros(head_dim, hidden, dtype=torch.float64)
+        o = torch.zeros(hidden, head_dim, dtype=torch.float64)
+        if j == 0:  # value = the key code of the token read, written into S
+            v[:code], o[:, :code] = key_code.T, vo_scale * s_space
+        else:  # a code of the token read, written into T
+            v, o = _orthonormal(hidden, head_dim).T, vo_scale * t_space
+        put(attn.v_proj, rows, v)
+        attn.o_proj.weight[:, rows] = o.to(attn.o_proj.weight.dtype)
+    head0 = slice(0, head_dim)
+    q = torch.zeros(head_dim, hidden, dtype=torch.float64)
+    k = torch.zeros(head_dim, hidden, dtype=torch.float64)
+    q[code_rows], k[code_rows] = qk_scale * s_space.T, qk_scale * key_code.T
+    put(match.q_proj, head0, q)
+    put(match.k_proj, head0, k)
+    put(match.v_proj, head0, t_space.T)
+    match.o_proj.weight[:, head0] = (vo_scale * _orthonormal(hidden, head_dim)).to(match.o_proj.weight.dtype)
+    for proj in (match.q_proj, match.k_proj, match.v_proj):
+        if proj.bias is not None:
+            proj.bias[head0] = 0
+
+
 def build_tiny_vlm(
     *,
     vocab_size: int,
@@ -675,6 +823,7 @@ def build_tiny_vlm(
     tie_word_embeddings: bool = False,
     position_embedding: str = "sincos2d",
     mimetic_heads: int = 0,
+    induction_offsets: Sequence[int] = (),
     mimetic_vision: bool = False,
     summary_token: bool = False,
     image_label_names: Sequence[str] | None = None,
@@ -708,6 +857,10 @@ def build_tiny_vlm(
         tie_word_embeddings: share the LLM input and output embeddings.
         position_embedding: vision-token positions, ``sincos2d`` (fixed), ``learned`` or ``none``.
         mimetic_heads: LLM attention heads per layer given :func:`init_mimetic_attention` (0: none).
+        induction_offsets: give the LLM an induction circuit at initialisation
+            (:func:`init_induction_heads`): the last ``len(induction_offsets)`` heads of the first
+            layer attend that many tokens back, head 0 of the second layer matches on them; the LLM
+            gets query/key/value/output biases and the first layer no mimetic heads. Empty: none.
         mimetic_vision: give every head of the vision transformer layers the mimetic initialisation.
         summary_token: append a learned summary (class) token to each image's grid tokens.
         image_label_names: classes of an image-level classifier on the mean projected image tokens
@@ -729,6 +882,7 @@ def build_tiny_vlm(
         bos_token_id=bos_token_id,
         eos_token_id=eos_token_id,
         tie_word_embeddings=tie_word_embeddings,
+        attention_bias=bool(induction_offsets),
     )
     vision = XMedVisionConfig(
         image_size=image_size,
@@ -765,8 +919,17 @@ def build_tiny_vlm(
         if seed is not None:
             torch.manual_seed(seed)
         model = XMedVLMForConditionalGeneration(config)
-        if mimetic_heads:
-            init_mimetic_attention(model.language_model.model.layers, heads=mimetic_heads)
+        llm = model.language_model.model
+        if mimetic_heads:  # the first layer's heads are positional with an induction circuit
+            init_mimetic_attention(llm.layers[1:] if induction_offsets else llm.layers, heads=mimetic_heads)
+        if induction_offsets:
+            init_induction_heads(
+                llm.layers,
+                llm.rotary_emb.inv_freq,
+                induction_offsets,
+                span=max_positions,
+                embed_std=text.initializer_range,
+            )
         if mimetic_vision:
             init_mimetic_attention(model.vision_tower.layers)
     gen = model.generation_config

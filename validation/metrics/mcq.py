@@ -7,7 +7,9 @@ Parsing rule (:func:`mcq_parse`), first that applies:
 2. **Explicit letter**: an upper-case option letter at the start followed by ``.``, ``)``, ``]`` or
    ``:`` ("A. heart", "(B) liver", "C: ..."), or after "answer", "answer is", "option", "choice"
    (keyword in any case) as an upper-case letter or any letter in brackets ("The answer is B",
-   "answer: (c)"). When these patterns name several different letters the answer is ambiguous ->
+   "answer: (c)"), or an upper-case letter in brackets right after an option's text (any case):
+   "The answer is CT (B)", "liver (B)" (the stated letter decides: "CT (A)" reads A even when CT
+   is option B). When these patterns name several different letters the answer is ambiguous ->
    None.
 3. **Option text**: the option texts (and the letter-free answer) are matched with
    :func:`validation.metrics.classification.map_answer_to_label` (whole-word, case-insensitive,
@@ -35,6 +37,13 @@ _LEADING = re.compile(r"^\s*[(\[]?([A-Z])[.):\]]")
 _KEYWORD = re.compile(
     r"\b(?i:answer(?:\s+is)?|option|choice)\s*[:\-]?\s*(?:[(\[]([A-Za-z])[)\]]|([A-Z])\b(?!['\u2019-]))"
 )
+
+
+def _after_option_text(options: Mapping[str, str]) -> re.Pattern:
+    """An upper-case letter in brackets right after one of the option texts: "CT (B)"."""
+    texts = sorted({t.strip() for t in options.values() if t.strip()}, key=len, reverse=True)
+    alternatives = "|".join(re.escape(t) for t in texts) or r"(?!)"
+    return re.compile(rf"(?i:\b(?:{alternatives}))\s*[(\[]([A-Z])[)\]]")
 
 
 def _check_options(options: Mapping[str, str]) -> None:
@@ -71,6 +80,7 @@ def mcq_parse(text: str | None, options: dict[str, str]) -> str | None:
     letters = {m.group(1) for m in _LEADING.finditer(text)} | {
         (m.group(1) or m.group(2)).upper() for m in _KEYWORD.finditer(text)
     }
+    letters |= {m.group(1) for m in _after_option_text(options).finditer(text)}
     letters &= set(options)
     if len(letters) == 1:
         return letters.pop()

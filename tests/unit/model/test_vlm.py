@@ -505,6 +505,92 @@ def test_mimetic_attention_needs_full_key_value_heads():
         init_mimetic_attention([layer])
 
 
+def _attention(llm, ids):
+    llm.config._attn_implementation = "eager"
+    with torch.no_grad():
+        return llm(input_ids=ids, output_attentions=True).attentions
+
+
+def test_induction_heads_attend_by_offset_then_by_token(tok):
+    # head_dim 32 as in the demo LLM: 7 slow rotary pairs carry the match code
+    m = tiny(tok, induction_offsets=[1, 2], mimetic_heads=2, text_hidden=64)
+    llm = m.language_model
+    assert llm.config.attention_bias  # query/key biases carry the positional heads
+    gen = torch.Generator().manual_seed(0)
+    words = torch.randperm(200, generator=gen)[:40] + 50  # 40 distinct tokens
+    k = 12  # the token at position k comes back at the second-to-last position
+    ids = torch.cat([words, words[k : k + 1], words[-1:] * 0 + 7])[None]
+    n = ids.shape[1]
+    att = _attention(llm, ids)
+    for head, offset in enumerate((1, 2)):  # layer 0: pure previous-token heads
+        top = att[0][0, head].argmax(-1)
+        assert top[offset:].tolist() == list(range(n - offset)), (head, offset)
+        assert att[0][0, head, offset:].max(-1).values.min() > 0.99
+    # layer 1 head 0 at the last position: where the token before it stands (position k, and
+    # position n - 2 itself), nowhere else
+    last = att[1][0, 0, -1]
+    assert last[k] + last[n - 2] > 0.9, last.topk(3)
+    # the other layer-1 heads stay mimetic (W_k = W_q), the first layer's non-offset heads are none
+    a1 = llm.model.layers[1].self_attn
+    assert torch.equal(a1.q_proj.weight[32:], a1.k_proj.weight[32:])
+    assert not torch.equal(a1.q_proj.weight[:32], a1.k_proj.weight[:32])
+    a0 = llm.model.layers[0].self_attn
+    assert not a0.q_proj.weight.any() and not a0.k_proj.weight.any()  # position alone
+    out = llm(input_ids=ids, labels=ids)
+    assert torch.isfinite(out.loss)
+
+
+def test_induction_heads_keep_the_other_first_layer_head(tok):
+    plain, ind = tiny(tok, induction_offsets=[1]), tiny(tok, induction_offsets=[1], mimetic_heads=2)
+    # one offset head (the last of layer 0); layer 0 head 0 keeps its plain initialisation
+    a0 = ind.language_model.model.layers[0].self_attn
+    p0 = plain.language_model.model.layers[0].self_attn
+    assert torch.equal(a0.q_proj.weight[:16], p0.q_proj.weight[:16])
+    assert not a0.q_proj.weight[16:].any() and a0.q_proj.bias[16:].abs().sum() > 0
+
+
+def test_induction_heads_refusals(tok):
+    from model.vlm.modeling import init_induction_heads
+
+    plain = tiny(tok)  # no attention biases
+    layers = plain.language_model.model.layers
+    inv = plain.language_model.model.rotary_emb.inv_freq
+    with pytest.raises(ValueError, match="attention_bias"):
+        init_induction_heads(layers, inv, [1, 2], span=256, embed_std=0.02)
+    biased = tiny(tok, induction_offsets=[1]).language_model.model
+    with pytest.raises(ValueError, match="offsets"):
+        init_induction_heads(biased.layers, inv, [1, 2, 3], span=256, embed_std=0.02)  # 2 heads
+    with pytest.raises(ValueError, match="offsets"):
+        init_induction_heads(biased.layers, inv, [0], span=256, embed_std=0.02)
+    with pytest.raises(ValueError, match="two LLM layers"):
+        init_induction_heads(biased.layers[:1], inv, [1], span=256, embed_std=0.02)
+    with pytest.raises(ValueError, match="slowly enough"):
+        init_induction_heads(biased.layers, inv, [1], span=256, embed_std=0.02, reach=10**9)
+
+
+def test_offset_score_weights_single_out_the_offset():
+    from model.vlm.modeling import offset_score_weights
+
+    inv = 1.0 / (10000 ** (torch.arange(0, 16, 2).double() / 16))
+    for offset in (1, 2, 5):
+        a, margin = offset_score_weights(inv, offset, 512)
+        assert a.min() >= -1e-9 and abs(a.sum().item() - 1) < 1e-6 and margin > 0
+        d = torch.arange(512).double()
+        score = (a[None] * torch.cos((d[:, None] - offset) * inv[None])).sum(-1)
+        assert score.argmax().item() == offset
+        others = torch.cat([score[:offset], score[offset + 1 :]])
+        assert score[offset] - others.max() >= margin - 1e-6
+
+
+def test_induction_model_round_trip(tok, tmp_path):
+    m = tiny(tok, induction_offsets=[1, 2], mimetic_heads=2)
+    m.save_pretrained(tmp_path)
+    back = AutoModelForImageTextToText.from_pretrained(tmp_path)
+    assert back.config.text_config.attention_bias
+    for (n, p), (_, q) in zip(m.named_parameters(), back.named_parameters()):
+        assert torch.equal(p, q), n
+
+
 def test_mimetic_vision_attention(tok):
     plain, mim = tiny(tok), tiny(tok, mimetic_vision=True)
     d = 32  # vision_hidden of the tiny model

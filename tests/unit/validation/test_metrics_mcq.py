@@ -20,6 +20,11 @@ OPTIONS = {"A": "heart", "B": "liver", "C": "left lung"}
         ("The answer is B.", "B"),
         ("answer: (c)", "C"),
         ("Option C", "C"),
+        ("The answer is liver (B).", "B"),  # a bracketed letter right after an option's text
+        ("The answer is left lung [C]", "C"),
+        ("The answer is liver (A).", "A"),  # the stated letter decides over the text
+        ("liver (A) or heart (B)", None),  # two letters: ambiguous
+        ("the liver (b)", "B"),  # lower-case letter: not stated, read through the text
         ("It looks like the liver.", "B"),  # option text
         ("Not the heart but the liver", "B"),  # negated option dropped
         ("A large mass in the liver", "B"),  # leading article 'A' is no choice

@@ -147,6 +147,38 @@ def test_mcq_rows_are_answered_option_text_first(answer, expected):
     assert rows[0]["conversations"][1]["value"] == answer
 
 
+@pytest.mark.parametrize(
+    ("answer", "expected"), [("B", "The answer is CT (B)."), ("(C).", "The answer is X-ray (C).")]
+)
+def test_mcq_bracket_form(answer, expected):
+    (row,) = mcq_evidence_answers([_row("m", "ct", MCQ_PROMPT, answer, task="mcq")], form="bracket")
+    assert row["conversations"][1]["value"] == expected
+
+
+def test_mcq_bracket_form_spells_the_option_as_the_prompt_and_is_scored_by_its_letter():
+    """The option's tokens in the answer are the prompt's (" CT" after a space), the letter follows
+    them at once, and the MCQ parser reads the stated letter (not the text) from it."""
+    from model.tokenizer import train_tokenizer
+    from validation.metrics.mcq import mcq_parse
+
+    rows = mcq_evidence_answers([_row("m", "ct", MCQ_PROMPT, "B", task="mcq")], form="bracket")
+    tok = train_tokenizer([t["value"] for t in rows[0]["conversations"]] * 30, vocab_size=300)
+    answer = tok.tokenize(rows[0]["conversations"][1]["value"])
+    prompt = tok.tokenize(MCQ_PROMPT)
+    name = tok.tokenize(" CT")
+    at = answer.index(name[-1])
+    rest = answer[at + 1 :]  # " CT", " (", "B": the prompt's letter token right after the bracket
+    assert tok.convert_tokens_to_string(rest[: rest.index(tok.tokenize("B")[0])]) == " ("
+    assert prompt[prompt.index(name[-1]) - 2] == tok.tokenize("B")[0]  # "B", ".", " CT" in the prompt
+    options = {"A": "MRI", "B": "CT", "C": "X-ray", "D": "endoscopy"}
+    assert mcq_parse(rows[0]["conversations"][1]["value"], options) == "B"
+    assert mcq_parse("The answer is CT (D).", options) == "D"  # the stated letter decides
+    with pytest.raises(ValueError, match="mcq_format='bracket' needs data.mcq_evidence"):
+        SFTDataSettings(shards="s", data_root="d", mcq_format="bracket")
+    with pytest.raises(ValueError, match="unknown multiple-choice answer form"):
+        mcq_evidence_answers(rows, form="question")
+
+
 def test_mcq_evidence_answers_are_scored_by_their_letter():
     from validation.metrics.mcq import mcq_parse
 
@@ -216,6 +248,7 @@ def test_the_config_offers_exactly_the_forms_the_builder_knows():
     from typing import get_args
 
     from model.recipes.config import EvidenceAnswers
-    from model.recipes.sft import MODALITY_FORMATS
+    from model.recipes.sft import MCQ_FORMATS, MODALITY_FORMATS
 
     assert set(get_args(EvidenceAnswers.model_fields["modality_format"].annotation)) == set(MODALITY_FORMATS)
+    assert set(get_args(EvidenceAnswers.model_fields["mcq_format"].annotation)) == set(MCQ_FORMATS)
