@@ -62,6 +62,7 @@ __all__ = [
     "init_coordinate_embeddings",
     "init_induction_heads",
     "init_mimetic_attention",
+    "init_offset_heads",
     "read_architecture",
     "sincos_2d",
     "trainable_parameter_names",
@@ -682,6 +683,73 @@ def _orthonormal(n: int, k: int, within: torch.Tensor | None = None) -> torch.Te
 
 
 @torch.no_grad()
+def _positional_query_key(
+    attn, rows: slice, offset: int, theta: torch.Tensor, *, span: int, sharpness: float
+) -> None:
+    """Make the head at ``rows`` of ``attn`` attend ``offset`` tokens back by position alone: zero
+    query/key weights, constant query/key biases whose rotary phases differ by ``offset * theta_i``
+    (weights from :func:`offset_score_weights`), the offset ``sharpness`` nats above any other position."""
+    head_dim = rows.stop - rows.start
+    half = head_dim // 2
+    a, margin = offset_score_weights(theta, offset, span)
+    amp = (a * sharpness * math.sqrt(head_dim) / margin).sqrt()
+    # query phase 0 and key phase offset * theta_i in every rotary pair
+    q = torch.cat([amp, torch.zeros(half, dtype=amp.dtype)])
+    k = torch.cat([amp * torch.cos(offset * theta), amp * torch.sin(offset * theta)])
+    for proj, bias in ((attn.q_proj, q), (attn.k_proj, k)):
+        proj.weight[rows] = 0
+        proj.bias[rows] = bias.to(proj.bias.dtype)
+
+
+@torch.no_grad()
+def init_offset_heads(
+    layer, inv_freq: torch.Tensor, offsets: Sequence[int], *, span: int, sharpness: float = 12.0
+) -> None:
+    """Make the last ``len(offsets)`` heads of a Llama layer previous-token heads, in place.
+
+    Head ``j`` attends ``offsets[j]`` tokens back by position alone (see
+    :func:`_positional_query_key`) and copies what it reads: ``W_o W_v`` is the projection onto a
+    random ``head_dim``-dimensional subspace of the hidden state. Such heads move a token (or what
+    earlier layers computed at it) a fixed number of places on, the first half of an induction
+    circuit; the matching half is what mimetic heads (:func:`init_mimetic_attention`) do from
+    initialisation. With ``{0: [2], 2: [1]}`` (architecture key ``offset_heads``): the first layer
+    writes, at each option text of "B. CT", the letter two tokens before it; a mimetic head of the
+    second layer at the answer's " CT" finds the prompt's " CT" and reads that letter; the third
+    layer moves it one token on, to the "(" after which "The answer is CT (B)." states the letter.
+
+    Args:
+        layer: a Llama decoder layer built with ``attention_bias=True``.
+        inv_freq: the rotary inverse frequencies (``rotary_emb.inv_freq``).
+        offsets: how far back each head looks (each >= 1).
+        span: context length the offset must win over (``max_position_embeddings``).
+        sharpness: score margin (nats) of the offset over any other position.
+
+    Raises:
+        ValueError: no query/key biases, or offsets out of range.
+    """
+    attn = layer.self_attn
+    if attn.q_proj.bias is None or attn.k_proj.bias is None:
+        raise ValueError("offset heads need query/key biases: build the LLM with attention_bias=True")
+    head_dim = attn.head_dim
+    hidden = attn.q_proj.weight.shape[1]
+    n_heads = attn.q_proj.weight.shape[0] // head_dim
+    if not offsets or len(offsets) > n_heads or min(offsets) < 1:
+        raise ValueError(f"offsets {list(offsets)}: need 1..{n_heads} offsets, each >= 1")
+    theta = inv_freq.double().cpu()
+    if theta.numel() != head_dim // 2:
+        raise ValueError(f"{theta.numel()} rotary frequencies for head_dim {head_dim}")
+    first = n_heads - len(offsets)
+    for j, offset in enumerate(offsets):
+        rows = slice((first + j) * head_dim, (first + j + 1) * head_dim)
+        _positional_query_key(attn, rows, offset, theta, span=span, sharpness=sharpness)
+        basis = _orthonormal(hidden, head_dim)
+        attn.v_proj.weight[rows] = basis.T.to(attn.v_proj.weight.dtype)
+        attn.o_proj.weight[:, rows] = basis.to(attn.o_proj.weight.dtype)
+        if attn.v_proj.bias is not None:
+            attn.v_proj.bias[rows] = 0
+
+
+@torch.no_grad()
 def init_induction_heads(
     layers,
     inv_freq: torch.Tensor,
@@ -767,14 +835,7 @@ def init_induction_heads(
 
     for j, offset in enumerate(offsets):
         rows = slice((first + j) * head_dim, (first + j + 1) * head_dim)
-        a, margin = offset_score_weights(theta, offset, span)
-        amp = (a * sharpness * math.sqrt(head_dim) / margin).sqrt()
-        # query phase 0 and key phase offset * theta_i in every rotary pair
-        q = torch.cat([amp, torch.zeros(half, dtype=amp.dtype)])
-        k = torch.cat([amp * torch.cos(offset * theta), amp * torch.sin(offset * theta)])
-        zero = torch.zeros(head_dim, hidden, dtype=torch.float64)
-        put(attn.q_proj, rows, zero, q)
-        put(attn.k_proj, rows, zero, k)
+        _positional_query_key(attn, rows, offset, theta, span=span, sharpness=sharpness)
         v = torch.zeros(head_dim, hidden, dtype=torch.float64)
         o = torch.zeros(hidden, head_dim, dtype=torch.float64)
         if j == 0:  # value = the key code of the token read, written into S
@@ -824,6 +885,7 @@ def build_tiny_vlm(
     position_embedding: str = "sincos2d",
     mimetic_heads: int = 0,
     induction_offsets: Sequence[int] = (),
+    offset_heads: dict[int, Sequence[int]] | None = None,
     mimetic_vision: bool = False,
     summary_token: bool = False,
     image_label_names: Sequence[str] | None = None,
@@ -882,7 +944,7 @@ def build_tiny_vlm(
         bos_token_id=bos_token_id,
         eos_token_id=eos_token_id,
         tie_word_embeddings=tie_word_embeddings,
-        attention_bias=bool(induction_offsets),
+        attention_bias=bool(induction_offsets or offset_heads),
     )
     vision = XMedVisionConfig(
         image_size=image_size,
@@ -930,6 +992,10 @@ def build_tiny_vlm(
                 span=max_positions,
                 embed_std=text.initializer_range,
             )
+        for index, offsets in sorted((offset_heads or {}).items()):
+            if not 0 <= int(index) < len(llm.layers):
+                raise ValueError(f"offset_heads: layer {index} out of range (the LLM has {len(llm.layers)})")
+            init_offset_heads(llm.layers[int(index)], llm.rotary_emb.inv_freq, offsets, span=max_positions)
         if mimetic_vision:
             init_mimetic_attention(model.vision_tower.layers)
     gen = model.generation_config

@@ -582,6 +582,29 @@ def test_offset_score_weights_single_out_the_offset():
         assert score[offset] - others.max() >= margin - 1e-6
 
 
+def test_offset_heads_in_chosen_layers(tok):
+    m = tiny(tok, mimetic_heads=2, offset_heads={0: [2], 1: [1]})
+    llm = m.language_model
+    assert llm.config.attention_bias
+    ids = (torch.randperm(200, generator=torch.Generator().manual_seed(1))[:30] + 50)[None]
+    att = _attention(llm, ids)
+    n = ids.shape[1]
+    for layer, offset in ((0, 2), (1, 1)):  # the last head of each layer: exactly `offset` back
+        top = att[layer][0, 1].argmax(-1)
+        assert top[offset:].tolist() == list(range(n - offset))
+        a = llm.model.layers[layer].self_attn
+        assert not a.q_proj.weight[16:].any() and not a.k_proj.weight[16:].any()
+        ov = a.o_proj.weight[:, 16:] @ a.v_proj.weight[16:]  # copies: a projection of rank head_dim
+        assert torch.allclose(ov @ ov, ov, atol=1e-5) and torch.isclose(
+            ov.trace(), torch.tensor(16.0), atol=1e-4
+        )
+        assert torch.equal(a.q_proj.weight[:16], a.k_proj.weight[:16])  # head 0 stays mimetic
+    with pytest.raises(ValueError, match="layer 5 out of range"):
+        tiny(tok, offset_heads={5: [1]})
+    with pytest.raises(ValueError, match="offsets"):
+        tiny(tok, offset_heads={0: [1, 2, 3]})
+
+
 def test_induction_model_round_trip(tok, tmp_path):
     m = tiny(tok, induction_offsets=[1, 2], mimetic_heads=2)
     m.save_pretrained(tmp_path)
