@@ -682,6 +682,23 @@ def _orthonormal(n: int, k: int, within: torch.Tensor | None = None) -> torch.Te
     return g if within is None else within @ g
 
 
+def _offset_head_layout(attn, inv_freq: torch.Tensor, offsets: Sequence[int], what: str):
+    """Checked sizes of a Llama attention block that gets positional heads: ``(head_dim, hidden,
+    n_heads, theta)``; refuses missing query/key biases, offsets out of range and a rotary table
+    that does not fit the heads."""
+    if attn.q_proj.bias is None or attn.k_proj.bias is None:
+        raise ValueError(f"{what} need query/key biases: build the LLM with attention_bias=True")
+    head_dim = attn.head_dim
+    hidden = attn.q_proj.weight.shape[1]
+    n_heads = attn.q_proj.weight.shape[0] // head_dim
+    if not offsets or len(offsets) > n_heads or min(offsets) < 1:
+        raise ValueError(f"offsets {list(offsets)}: need 1..{n_heads} offsets, each >= 1")
+    theta = inv_freq.double().cpu()
+    if theta.numel() != head_dim // 2:
+        raise ValueError(f"{theta.numel()} rotary frequencies for head_dim {head_dim}")
+    return head_dim, hidden, n_heads, theta
+
+
 @torch.no_grad()
 def _positional_query_key(
     attn, rows: slice, offset: int, theta: torch.Tensor, *, span: int, sharpness: float
@@ -728,16 +745,7 @@ def init_offset_heads(
         ValueError: no query/key biases, or offsets out of range.
     """
     attn = layer.self_attn
-    if attn.q_proj.bias is None or attn.k_proj.bias is None:
-        raise ValueError("offset heads need query/key biases: build the LLM with attention_bias=True")
-    head_dim = attn.head_dim
-    hidden = attn.q_proj.weight.shape[1]
-    n_heads = attn.q_proj.weight.shape[0] // head_dim
-    if not offsets or len(offsets) > n_heads or min(offsets) < 1:
-        raise ValueError(f"offsets {list(offsets)}: need 1..{n_heads} offsets, each >= 1")
-    theta = inv_freq.double().cpu()
-    if theta.numel() != head_dim // 2:
-        raise ValueError(f"{theta.numel()} rotary frequencies for head_dim {head_dim}")
+    head_dim, hidden, n_heads, theta = _offset_head_layout(attn, inv_freq, offsets, "offset heads")
     first = n_heads - len(offsets)
     for j, offset in enumerate(offsets):
         rows = slice((first + j) * head_dim, (first + j + 1) * head_dim)
@@ -799,17 +807,8 @@ def init_induction_heads(
     if len(layers) < 2:
         raise ValueError("induction heads need at least two LLM layers")
     attn, match = layers[0].self_attn, layers[1].self_attn
-    if attn.q_proj.bias is None or attn.k_proj.bias is None:
-        raise ValueError("induction heads need query/key biases: build the LLM with attention_bias=True")
-    head_dim = attn.head_dim
-    hidden = attn.q_proj.weight.shape[1]
-    n_heads = attn.q_proj.weight.shape[0] // head_dim
-    if not offsets or len(offsets) > n_heads or min(offsets) < 1:
-        raise ValueError(f"offsets {list(offsets)}: need 1..{n_heads} offsets, each >= 1")
+    head_dim, hidden, n_heads, theta = _offset_head_layout(attn, inv_freq, offsets, "induction heads")
     half = head_dim // 2
-    theta = inv_freq.double().cpu()
-    if theta.numel() != half:
-        raise ValueError(f"{theta.numel()} rotary frequencies for head_dim {head_dim}")
     slow = (theta * reach < 0.5).nonzero().flatten()
     if slow.numel() == 0:
         raise ValueError(f"no rotary frequency turns slowly enough to match over {reach} tokens")
