@@ -827,10 +827,8 @@ def init_induction_heads(
     rms2 = (embed_std**2 * hidden + vo_scale**2 * (code + head_dim * (len(offsets) - 1))) / hidden
     qk_scale = math.sqrt(match_sharpness * math.sqrt(head_dim) * rms2 / (vo_scale * embed_std * code))
 
-    def put(proj, rows, weight, bias=None):
+    def put(proj, rows, weight):
         proj.weight[rows] = weight.to(proj.weight.dtype)
-        if bias is not None:
-            proj.bias[rows] = bias.to(proj.bias.dtype)
 
     for j, offset in enumerate(offsets):
         rows = slice((first + j) * head_dim, (first + j + 1) * head_dim)
