@@ -428,6 +428,12 @@ class SFTDataSettings(EvidenceAnswers):
         "row's modality, scored by the model's image classifier (architecture key image_label_names) "
         "on its mean projected token; 0 = off",
     )
+    mcq_shuffles: int = Field(
+        0,
+        ge=0,
+        description="add, for each multiple-choice row, this many copies with the option texts in a "
+        "seeded new order (the right letter moves with its text, so it must be read off the prompt); 0 = none",
+    )
     lookup_drills: int = Field(
         0,
         ge=0,

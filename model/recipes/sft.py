@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import functools
 import gc
+import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -91,6 +92,7 @@ __all__ = [
     "mcq_evidence_answers",
     "modality_evidence_answers",
     "run_sft",
+    "shuffled_mcq_rows",
     "token_lengths",
 ]
 
@@ -299,6 +301,62 @@ def mcq_evidence_answers(rows: Sequence[dict], *, form: str = "sentence") -> lis
             out.append(r)
             continue
         out.append(_with_answer(r, template.format(option=options[letter], letter=letter)))
+    return out
+
+
+def shuffled_mcq_rows(rows: Sequence[dict], copies: int, rng: np.random.Generator) -> list[dict]:
+    """For each multiple-choice row, ``copies`` copies with the option texts in a seeded new order.
+
+    The letters stay in place ("A." to "D." in order) and the texts move, so the right letter
+    changes while the image, the question and the right option's text do not: the letter can only
+    be read off the prompt's option lines, not remembered from the image. Each permutation differs
+    from the row's own order and from the other copies' (fewer copies when the options have fewer
+    orders). Rows whose answer is not one option letter of their "X. text" lines are skipped.
+
+    Args:
+        rows: instruction rows; only ``task == "mcq"`` two-turn rows are used.
+        copies: permuted copies per row (>= 0).
+        rng: seeded generator (the permutations).
+
+    Returns:
+        the new rows only (ids suffixed ``#perm<k>``), in the order of their originals.
+
+    Raises:
+        ValueError: ``copies`` is negative.
+    """
+    if copies < 0:
+        raise ValueError(f"shuffled_mcq_rows: copies must be >= 0, got {copies}")
+    out: list[dict] = []
+    for r in rows:
+        conv = r["conversations"]
+        if r["task"] != "mcq" or len(conv) != 2:
+            continue
+        question, reply = conv
+        lines = list(MCQ_OPTION.finditer(question["value"]))
+        letters = [m.group(1) for m in lines]
+        letter = reply["value"].strip().rstrip(".").strip("()")
+        if letter not in letters or len(lines) < 2:
+            continue
+        texts = [m.group(2) for m in lines]
+        seen = {tuple(range(len(texts)))}
+        n_orders = math.factorial(len(texts))
+        for k in range(min(copies, n_orders - 1)):
+            order = tuple(range(len(texts)))
+            while order in seen:
+                order = tuple(int(i) for i in rng.permutation(len(texts)))
+            seen.add(order)
+            moved = [texts[i] for i in order]
+            text = question["value"]
+            for m, new_text in sorted(zip(lines, moved), key=lambda x: -x[0].start()):
+                text = text[: m.start(2)] + new_text + text[m.end(2) :]
+            new_letter = letters[order.index(letters.index(letter))]
+            out.append(
+                {
+                    **r,
+                    "id": f"{r['id']}#perm{k}",
+                    "conversations": [{**question, "value": text}, {**reply, "value": new_letter}],
+                }
+            )
     return out
 
 
@@ -695,6 +753,8 @@ class SFTRecipe:
         rows = [r for r in curated if r["task"] in kept]
         if d.complement_modality_questions:
             rows += complementary_modality_questions(rows, np.random.default_rng([self.cfg.train.seed, 11]))
+        if d.mcq_shuffles:
+            rows += shuffled_mcq_rows(rows, d.mcq_shuffles, np.random.default_rng([self.cfg.train.seed, 17]))
         if d.lookup_drills and DRILL_TASK in kept:  # made from all curated rows, weighted or not
             rows += lookup_drills(curated, d.lookup_drills, np.random.default_rng([self.cfg.train.seed, 13]))
         if not rows:

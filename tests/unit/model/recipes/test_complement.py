@@ -10,6 +10,7 @@ from model.recipes.sft import (
     complementary_modality_questions,
     mcq_evidence_answers,
     modality_evidence_answers,
+    shuffled_mcq_rows,
 )
 
 
@@ -177,6 +178,40 @@ def test_mcq_bracket_form_spells_the_option_as_the_prompt_and_is_scored_by_its_l
         SFTDataSettings(shards="s", data_root="d", mcq_format="bracket")
     with pytest.raises(ValueError, match="unknown multiple-choice answer form"):
         mcq_evidence_answers(rows, form="question")
+
+
+def test_shuffled_mcq_copies_move_the_texts_and_the_letter_follows_its_text():
+    from model.recipes.sft import MCQ_OPTION
+
+    row = _row("m", "ct", MCQ_PROMPT, "B", task="mcq")
+    copies = shuffled_mcq_rows([row, ROWS[0]], 5, np.random.default_rng(3))  # the closed row is skipped
+    assert [c["id"] for c in copies] == [f"m#perm{k}" for k in range(5)]
+    orders = set()
+    for c in copies:
+        question, reply = c["conversations"]
+        options = dict(MCQ_OPTION.findall(question["value"]))
+        assert sorted(options) == ["A", "B", "C", "D"]  # the letters stay in place
+        assert sorted(options.values()) == ["CT", "MRI", "X-ray", "endoscopy"]
+        assert options[reply["value"]] == "CT"  # the right letter is where "CT" went
+        assert question["value"].startswith("<image>\nWhich imaging modality") and question["value"].endswith(
+            "\nReply."
+        )
+        orders.add(tuple(options.values()))
+    assert len(orders) == 5 and ("MRI", "CT", "X-ray", "endoscopy") not in orders  # all new orders
+    assert row["conversations"][1]["value"] == "B"  # the original is untouched
+    again = shuffled_mcq_rows([row], 5, np.random.default_rng(3))
+    assert [c["conversations"] for c in again] == [c["conversations"] for c in copies]  # seeded
+
+
+def test_shuffled_mcq_copies_are_capped_by_the_orders_and_refuse_negative_counts():
+    two = _row("t", "ct", "<image>\nWhich?\nA. CT\nB. MRI\nReply.", "A", task="mcq")
+    (only,) = shuffled_mcq_rows([two], 4, np.random.default_rng(0))  # 2 options: one other order
+    assert only["conversations"][1]["value"] == "B" and "A. MRI\nB. CT" in only["conversations"][0]["value"]
+    assert (
+        shuffled_mcq_rows([_row("e", "ct", MCQ_PROMPT, "E", task="mcq")], 2, np.random.default_rng(0)) == []
+    )
+    with pytest.raises(ValueError, match="copies must be >= 0"):
+        shuffled_mcq_rows([two], -1, np.random.default_rng(0))
 
 
 def test_mcq_evidence_answers_are_scored_by_their_letter():
