@@ -374,12 +374,22 @@ def headline(scores: Mapping[str, Mapping[str, float]]) -> dict[str, tuple[str, 
     return {fam: next(iter(m.items())) for fam, m in scores.items()}
 
 
+#: metrics shown under a family's headline in :func:`write_table`: refusal accuracy is the target's
+#: metric, but refusing everything scores 1.0 on it; balanced accuracy (absent and present regions
+#: alike) is what a constant answer cannot win
+SECOND_TABLE_METRICS: dict[str, tuple[str, ...]] = {"guardrail": ("balanced_accuracy",)}
+
+
 def write_table(
     path: str | os.PathLike,
     columns: Mapping[str, Mapping[str, Mapping[str, float]]],
     counts: Mapping[str, int],
 ) -> Path:
-    """A markdown table: one row per family, one column per scored system (headline metrics)."""
+    """A markdown table: one row per family, one column per scored system (headline metrics).
+
+    A family of :data:`SECOND_TABLE_METRICS` gets one more row per listed metric that every system
+    has.
+    """
     names = list(columns)
     lines = ["| family | n | metric | " + " | ".join(names) + " |", "|---|---:|---|" + "---:|" * len(names)]
     first = columns[names[0]]
@@ -387,8 +397,12 @@ def write_table(
         if fam not in first:
             continue
         metric = next(iter(first[fam]))
-        vals = " | ".join(f"{columns[n][fam][metric]:.3f}" for n in names)
-        lines.append(f"| {fam} | {counts[fam]} | {metric} | {vals} |")
+        shown = [metric] + [
+            m for m in SECOND_TABLE_METRICS.get(fam, ()) if all(m in columns[n][fam] for n in names)
+        ]
+        for m in shown:
+            vals = " | ".join(f"{columns[n][fam][m]:.3f}" for n in names)
+            lines.append(f"| {fam} | {counts[fam]} | {m} | {vals} |")
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")

@@ -30,7 +30,10 @@ def _row(i: int, task: str, split: str, question: str, answer: str, target: dict
         "image_ids": ["img"],
         "width": 64,
         "height": 64,
-        "conversations": [{"from": "human", "value": "<image>\n" + question}, {"from": "gpt", "value": answer}],
+        "conversations": [
+            {"from": "human", "value": "<image>\n" + question},
+            {"from": "gpt", "value": answer},
+        ],
         "patient_id": f"P{i}",
         "split": split,
         "site": "hospital_a",
@@ -49,16 +52,44 @@ def _family_rows(i: int, split: str) -> list[dict]:
     opts = ["CT", "MRI", "X-ray", "ultrasound"]
     return [
         _row(i, "single_label", split, "Which modality?", m, {"kind": "modality", "label": m}),
-        _row(i, "multi_label", split, "Findings?", "nodule, effusion" if i % 2 else "nodule", {"labels": ["nodule", "effusion"] if i % 2 else ["nodule"]}),
+        _row(
+            i,
+            "multi_label",
+            split,
+            "Findings?",
+            "nodule, effusion" if i % 2 else "nodule",
+            {"labels": ["nodule", "effusion"] if i % 2 else ["nodule"]},
+        ),
         _row(i, "vqa_closed", split, "Is there a nodule?", yes, {"answer": yes.lower()}),
         _row(i, "vqa_open", split, "Which organ?", ["lung", "liver", "brain"][i % 3], {}),
-        _row(i, "mcq", split, "Modality?\nA. CT\nB. MRI\nC. X-ray\nD. ultrasound", "ABC"[i % 3], {"answer": "ABC"[i % 3], "options": opts}),
+        _row(
+            i,
+            "mcq",
+            split,
+            "Modality?\nA. CT\nB. MRI\nC. X-ray\nD. ultrasound",
+            "ABC"[i % 3],
+            {"answer": "ABC"[i % 3], "options": opts},
+        ),
         _row(i, "report", split, "Report?", f"Findings: a {m} study with a nodule.", {}),
         _row(i, "region_recognition", split, "Which structure?", ["liver", "heart"][i % 2], {}),
-        _row(i, "region_detection", split, "Mark the position of the liver with a box.", format_ref_boxes("liver", [box]), {}),
+        _row(
+            i,
+            "region_detection",
+            split,
+            "Mark the position of the liver with a box.",
+            format_ref_boxes("liver", [box]),
+            {},
+        ),
         _row(i, "lesion_detection", split, "Detect all nodules.", format_ref_boxes("nodule", [box]), {}),
         _row(i, "region_vqa", split, "Is it abnormal?", yes, {}),
-        _row(i, "guardrail", split, "Mark the position of the kidney with a box.", "Sorry, I cannot find the kidney in the image.", {"label": "absent"}),
+        _row(
+            i,
+            "guardrail",
+            split,
+            "Mark the position of the kidney with a box.",
+            "Sorry, I cannot find the kidney in the image.",
+            {"label": "absent"},
+        ),
         _row(i, "prognosis", split, "Survives beyond 14 months?", yes, {}),
     ]
 
@@ -148,3 +179,29 @@ def test_unknown_family_and_misaligned_answers_raise(shards):
         score_all(items, ["x"])
     with pytest.raises(ValueError, match="no curated row of split"):
         collect_items(shards, split="external")
+
+
+def test_table_shows_the_guardrail_balanced_accuracy_under_its_refusal_accuracy(tmp_path):
+    from validation.task_families import write_table
+
+    columns = {
+        "majority": {
+            "guardrail": {"refusal_accuracy": 1.0, "balanced_accuracy": 0.5},
+            "mcq": {"accuracy": 0.26},
+        },
+        "sft": {
+            "guardrail": {"refusal_accuracy": 0.994, "balanced_accuracy": 0.974},
+            "mcq": {"accuracy": 0.53},
+        },
+    }
+    lines = write_table(tmp_path / "t.md", columns, {"guardrail": 682, "mcq": 400}).read_text().splitlines()
+    assert lines[2:] == [
+        "| mcq | 400 | accuracy | 0.260 | 0.530 |",
+        "| guardrail | 682 | refusal_accuracy | 1.000 | 0.994 |",
+        "| guardrail | 682 | balanced_accuracy | 0.500 | 0.974 |",
+    ]
+    del columns["sft"]["guardrail"]["balanced_accuracy"]  # a system without it: headline row only
+    lines = write_table(tmp_path / "t.md", columns, {"guardrail": 682, "mcq": 400}).read_text().splitlines()
+    assert [ln for ln in lines if ln.startswith("| guardrail")] == [
+        "| guardrail | 682 | refusal_accuracy | 1.000 | 0.994 |"
+    ]
