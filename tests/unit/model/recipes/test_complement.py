@@ -287,3 +287,38 @@ def test_the_config_offers_exactly_the_forms_the_builder_knows():
 
     assert set(get_args(EvidenceAnswers.model_fields["modality_format"].annotation)) == set(MODALITY_FORMATS)
     assert set(get_args(EvidenceAnswers.model_fields["mcq_format"].annotation)) == set(MCQ_FORMATS)
+
+
+def test_sft_rows_get_the_shuffled_copies_when_configured(tmp_path):
+    """``data.mcq_shuffles`` reaches the rows the SFT recipe trains on (seeded by ``train.seed``)."""
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from model.data.schema import INSTRUCTION_SCHEMA
+    from model.recipes.sft import SFTRecipe
+
+    def full(r: dict) -> dict:
+        return {
+            **r, "image_ids": [], "width": 32, "height": 32, "patient_id": "P", "split": "train", "site": "s",
+            "site_role": "internal", "source": "t", "template_id": 0, "target": "{}",
+        }  # fmt: skip
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    rows = [full(_row("m", "ct", MCQ_PROMPT, "B", task="mcq")), full(ROWS[0])]
+    pq.write_table(pa.Table.from_pylist(rows, schema=INSTRUCTION_SCHEMA), shards / "part-00000.parquet")
+
+    def loaded(shuffles: int) -> list[dict]:
+        data = SFTDataSettings(shards=str(shards), data_root=str(tmp_path), mcq_shuffles=shuffles)
+        return SFTRecipe._load_rows(
+            SimpleNamespace(cfg=SimpleNamespace(data=data, train=SimpleNamespace(seed=0)))
+        )
+
+    assert [r["id"] for r in loaded(0)] == ["m", "a"]
+    with_copies = loaded(2)
+    assert [r["id"] for r in with_copies] == ["m", "a", "m#perm0", "m#perm1"]
+    assert [r["conversations"] for r in with_copies] == [r["conversations"] for r in loaded(2)]
+    with pytest.raises(ValueError, match="mcq_shuffles"):
+        SFTDataSettings(shards="s", data_root="d", mcq_shuffles=-1)
