@@ -290,18 +290,25 @@ def mcq_evidence_answers(rows: Sequence[dict], *, form: str = "sentence") -> lis
     template = MCQ_FORMATS[form]
     out = []
     for r in rows:
-        conv = r["conversations"]
-        if r["task"] != "mcq" or len(conv) != 2:
+        parts = _mcq_parts(r)
+        if parts is None:
             out.append(r)
             continue
-        question, reply = conv
-        options = dict(MCQ_OPTION.findall(question["value"]))
-        letter = reply["value"].strip().rstrip(".").strip("()")
-        if letter not in options:
-            out.append(r)
-            continue
-        out.append(_with_answer(r, template.format(option=options[letter], letter=letter)))
+        lines, letter = parts
+        option = next(m.group(2) for m in lines if m.group(1) == letter)
+        out.append(_with_answer(r, template.format(option=option, letter=letter)))
     return out
+
+
+def _mcq_parts(row: dict) -> tuple[list[re.Match], str] | None:
+    """A two-turn MCQ row's option lines ("B. CT" matches) and its answer letter; None when the row
+    is no such row or its answer is not the letter of one of its option lines."""
+    conv = row["conversations"]
+    if row["task"] != "mcq" or len(conv) != 2:
+        return None
+    lines = list(MCQ_OPTION.finditer(conv[0]["value"]))
+    letter = conv[1]["value"].strip().rstrip(".").strip("()")
+    return (lines, letter) if letter in {m.group(1) for m in lines} else None
 
 
 def shuffled_mcq_rows(rows: Sequence[dict], copies: int, rng: np.random.Generator) -> list[dict]:
@@ -328,16 +335,12 @@ def shuffled_mcq_rows(rows: Sequence[dict], copies: int, rng: np.random.Generato
         raise ValueError(f"shuffled_mcq_rows: copies must be >= 0, got {copies}")
     out: list[dict] = []
     for r in rows:
-        conv = r["conversations"]
-        if r["task"] != "mcq" or len(conv) != 2:
+        parts = _mcq_parts(r)
+        if parts is None or len(parts[0]) < 2:
             continue
-        question, reply = conv
-        lines = list(MCQ_OPTION.finditer(question["value"]))
-        letters = [m.group(1) for m in lines]
-        letter = reply["value"].strip().rstrip(".").strip("()")
-        if letter not in letters or len(lines) < 2:
-            continue
-        texts = [m.group(2) for m in lines]
+        lines, letter = parts
+        question, reply = r["conversations"]
+        letters, texts = [m.group(1) for m in lines], [m.group(2) for m in lines]
         seen = {tuple(range(len(texts)))}
         n_orders = math.factorial(len(texts))
         for k in range(min(copies, n_orders - 1)):
