@@ -298,17 +298,15 @@ def test_sft_rows_get_the_shuffled_copies_when_configured(tmp_path):
 
     from model.data.schema import INSTRUCTION_SCHEMA
     from model.recipes.sft import SFTRecipe
-
-    def full(r: dict) -> dict:
-        return {
-            **r, "image_ids": [], "width": 32, "height": 32, "patient_id": "P", "split": "train", "site": "s",
-            "site_role": "internal", "source": "t", "template_id": 0, "target": "{}",
-        }  # fmt: skip
+    from tests.unit.model.recipes._world import _instruction
 
     shards = tmp_path / "shards"
     shards.mkdir()
-    rows = [full(_row("m", "ct", MCQ_PROMPT, "B", task="mcq")), full(ROWS[0])]
-    pq.write_table(pa.Table.from_pylist(rows, schema=INSTRUCTION_SCHEMA), shards / "part-00000.parquet")
+    mcq = _instruction(0, "mcq", "img/m.png", MCQ_PROMPT.removeprefix("<image>\n"), "B")
+    closed = _instruction(1, "vqa_closed", "img/a.png", "Is the imaging modality CT?", "Yes")
+    pq.write_table(
+        pa.Table.from_pylist([mcq, closed], schema=INSTRUCTION_SCHEMA), shards / "part-00000.parquet"
+    )
 
     def loaded(shuffles: int) -> list[dict]:
         data = SFTDataSettings(shards=str(shards), data_root=str(tmp_path), mcq_shuffles=shuffles)
@@ -316,9 +314,11 @@ def test_sft_rows_get_the_shuffled_copies_when_configured(tmp_path):
             SimpleNamespace(cfg=SimpleNamespace(data=data, train=SimpleNamespace(seed=0)))
         )
 
-    assert [r["id"] for r in loaded(0)] == ["m", "a"]
+    m, a = mcq["id"], closed["id"]
+    assert [r["id"] for r in loaded(0)] == [m, a]
     with_copies = loaded(2)
-    assert [r["id"] for r in with_copies] == ["m", "a", "m#perm0", "m#perm1"]
+    assert [r["id"] for r in with_copies] == [m, a, f"{m}#perm0", f"{m}#perm1"]
+    assert with_copies[2]["conversations"][0]["value"].startswith(MCQ_PROMPT.split("A.")[0])
     assert [r["conversations"] for r in with_copies] == [r["conversations"] for r in loaded(2)]
     with pytest.raises(ValueError, match="mcq_shuffles"):
         SFTDataSettings(shards="s", data_root="d", mcq_shuffles=-1)
